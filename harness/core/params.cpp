@@ -1,0 +1,105 @@
+// ParamStore: one value block, one gradient block for the trainable subset.
+#include "harness/core/params.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "harness/core/common.h"
+
+namespace tb {
+
+int64_t Param::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+size_t ParamStore::declare(std::string name, std::vector<int64_t> shape, bool decay) {
+  TB_CHECK(!values_, "declare after allocate: " << name);
+  TB_CHECK(find(name) == nullptr, "duplicate parameter " << name);
+  for (auto d : shape) TB_CHECK(d > 0, "parameter " << name << " has a non-positive dim");
+  Param p;
+  p.name = std::move(name);
+  p.shape = std::move(shape);
+  p.decay = decay;
+  params_.push_back(std::move(p));
+  return params_.size() - 1;
+}
+
+void ParamStore::allocate() {
+  TB_CHECK(!values_, "ParamStore allocated twice");
+  const int64_t n = num_params();
+  values_ = std::make_unique<float[]>(static_cast<size_t>(std::max<int64_t>(n, 1)));
+  float* p = values_.get();
+  for (auto& q : params_) {
+    q.data = p;
+    p += q.numel();
+  }
+}
+
+void ParamStore::set_trainable(const std::function<bool(const Param&)>& pred, bool trainable) {
+  for (auto& p : params_)
+    if (pred(p)) p.trainable = trainable;
+}
+
+void ParamStore::set_all_trainable(bool trainable) {
+  for (auto& p : params_) p.trainable = trainable;
+}
+
+void ParamStore::allocate_grads() {
+  grad_count_ = 0;
+  for (const auto& p : params_)
+    if (p.trainable) grad_count_ += p.numel();
+  grads_.reset();
+  if (grad_count_ > 0) grads_ = std::make_unique<float[]>(static_cast<size_t>(grad_count_));
+  float* g = grads_.get();
+  for (auto& p : params_) {
+    if (p.trainable) {
+      p.grad = g;
+      g += p.numel();
+    } else {
+      p.grad = nullptr;
+    }
+  }
+}
+
+void ParamStore::zero_grads() {
+  if (grads_) std::memset(grads_.get(), 0, static_cast<size_t>(grad_count_) * sizeof(float));
+}
+
+Param* ParamStore::find(const std::string& name) {
+  for (auto& p : params_)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+const Param* ParamStore::find(const std::string& name) const {
+  for (const auto& p : params_)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+Param& ParamStore::get(const std::string& name) {
+  if (Param* p = find(name)) return *p;
+  throw ModelError("no parameter named '" + name + "'");
+}
+
+const Param& ParamStore::get(const std::string& name) const {
+  if (const Param* p = find(name)) return *p;
+  throw ModelError("no parameter named '" + name + "'");
+}
+
+int64_t ParamStore::num_params() const {
+  int64_t n = 0;
+  for (const auto& p : params_) n += p.numel();
+  return n;
+}
+
+int64_t ParamStore::num_trainable() const {
+  int64_t n = 0;
+  for (const auto& p : params_)
+    if (p.trainable) n += p.numel();
+  return n;
+}
+
+}  // namespace tb

@@ -1,0 +1,139 @@
+// Tests of parameters and AdamW: hand-computed updates, decoupled decay, clipping, groups,
+// frozen parameters (no gradient, no state, bit-identical), and the lr schedules.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "harness/core/common.h"
+#include "harness/core/optimizer.h"
+
+namespace {
+
+TEST(Params, OneBlockViewsAndLookup) {
+  tb::ParamStore s;
+  s.declare("a", {2, 3}, true);
+  s.declare("b", {4}, false);
+  s.allocate();
+  EXPECT_EQ(s.num_params(), 10);
+  EXPECT_EQ(s.get("b").data, s.get("a").data + 6);
+  EXPECT_EQ(s.find("c"), nullptr);
+  EXPECT_THROW(s.get("c"), tb::ModelError);
+  EXPECT_THROW(s.declare("late", {1}, true), tb::Error);
+}
+
+TEST(Params, FrozenParamsOwnNoGradient) {
+  tb::ParamStore s;
+  s.declare("w", {100, 100}, true);
+  s.declare("head", {10}, false);
+  s.allocate();
+  s.set_trainable([](const tb::Param& p) { return p.name == "head"; }, true);
+  s.allocate_grads();
+  EXPECT_EQ(s.get("w").grad, nullptr);
+  EXPECT_NE(s.get("head").grad, nullptr);
+  EXPECT_EQ(s.num_trainable(), 10);
+  EXPECT_EQ(s.grad_bytes(), 40);
+}
+
+TEST(AdamW, MatchesHandComputedSteps) {
+  // w=1, g=0.5, lr=0.1, wd=0.1, betas (0.9, 0.999). Step 1: w = 1*(1-0.01) - 0.1*0.5/0.5
+  // = 0.89. Step 2: w = 0.89*0.99 - 0.1 * 0.5/0.5 = 0.7811 (bias-corrected m̂ = 0.5,
+  // sqrt(v̂) = 0.5 on both steps since g is constant).
+  tb::ParamStore s;
+  s.declare("w", {1}, true);
+  s.allocate();
+  s.set_all_trainable(true);
+  s.allocate_grads();
+  s.get("w").data[0] = 1.0f;
+  tb::AdamWConfig cfg;
+  cfg.lr = 0.1f;
+  cfg.weight_decay = 0.1f;
+  auto opt = tb::AdamW::for_stores({&s}, cfg);
+  s.get("w").grad[0] = 0.5f;
+  opt.step(cfg.lr);
+  EXPECT_NEAR(s.get("w").data[0], 0.89f, 1e-6);
+  opt.step(cfg.lr);
+  EXPECT_NEAR(s.get("w").data[0], 0.7811f, 1e-6);
+  EXPECT_EQ(opt.steps(), 2);
+}
+
+TEST(AdamW, NoDecayGroupIsNotDecayed) {
+  tb::ParamStore s;
+  s.declare("bias", {1}, false);
+  s.allocate();
+  s.set_all_trainable(true);
+  s.allocate_grads();
+  s.get("bias").data[0] = 1.0f;
+  tb::AdamWConfig cfg;
+  cfg.lr = 0.1f;
+  cfg.weight_decay = 0.5f;
+  auto opt = tb::AdamW::for_stores({&s}, cfg);
+  s.get("bias").grad[0] = -2.0f;
+  opt.step(cfg.lr);
+  EXPECT_NEAR(s.get("bias").data[0], 1.1f, 1e-6);  // no decay; Adam step of +lr
+}
+
+TEST(AdamW, GlobalNormClipping) {
+  // g = (3, 4), |g| = 5, clip 1 -> g' = (0.6, 0.8) (times 5/(5+1e-6)). With eps = 1 the
+  // first Adam step is lr*g'/(|g'|+1): w0 -= 0.1*0.6/1.6, w1 -= 0.1*0.8/1.8.
+  tb::ParamStore s;
+  s.declare("a", {1}, true);
+  s.declare("b", {1}, true);
+  s.allocate();
+  s.set_all_trainable(true);
+  s.allocate_grads();
+  tb::AdamWConfig cfg;
+  cfg.lr = 0.1f;
+  cfg.eps = 1.0f;
+  cfg.clip_norm = 1.0f;
+  auto opt = tb::AdamW::for_stores({&s}, cfg);
+  s.get("a").grad[0] = 3.0f;
+  s.get("b").grad[0] = 4.0f;
+  const float norm = opt.step(cfg.lr);
+  EXPECT_NEAR(norm, 5.0f, 1e-6);
+  EXPECT_NEAR(s.get("a").data[0], -0.1 * 0.6 / 1.6, 1e-6);
+  EXPECT_NEAR(s.get("b").data[0], -0.1 * 0.8 / 1.8, 1e-6);
+}
+
+TEST(AdamW, FrozenParamsBitIdenticalAndStatelessAfterSteps) {
+  tb::ParamStore s;
+  s.declare("frozen", {64}, true);
+  s.declare("train", {8}, true);
+  s.allocate();
+  for (int i = 0; i < 64; ++i) s.get("frozen").data[i] = 0.01f * i - 0.3f;
+  std::vector<float> before(s.get("frozen").data, s.get("frozen").data + 64);
+  s.set_trainable([](const tb::Param& p) { return p.name == "train"; }, true);
+  s.allocate_grads();
+  tb::AdamWConfig cfg;
+  cfg.weight_decay = 0.1f;
+  auto opt = tb::AdamW::for_stores({&s}, cfg);
+  EXPECT_EQ(opt.state_bytes(), 8 * 2 * 4);
+  for (int step = 0; step < 5; ++step) {
+    for (int i = 0; i < 8; ++i) s.get("train").grad[i] = 0.1f * (i + step);
+    opt.step(cfg.lr);
+  }
+  EXPECT_EQ(std::memcmp(before.data(), s.get("frozen").data, 64 * sizeof(float)), 0);
+  EXPECT_NE(s.get("train").data[3], 0.0f);
+}
+
+TEST(AdamW, RejectsFrozenParamInGroup) {
+  tb::ParamStore s;
+  s.declare("w", {2}, true);
+  s.allocate();
+  s.allocate_grads();
+  EXPECT_THROW(tb::AdamW({{{&s.get("w")}, 1.0f, 0.0f}}, tb::AdamWConfig{}), tb::Error);
+}
+
+TEST(Schedule, WarmupThenCosineOrLinear) {
+  using tb::Schedule;
+  EXPECT_FLOAT_EQ(tb::schedule_lr(Schedule::cosine, 1.0f, 0, 10, 110), 0.1f);
+  EXPECT_FLOAT_EQ(tb::schedule_lr(Schedule::cosine, 1.0f, 9, 10, 110), 1.0f);
+  EXPECT_FLOAT_EQ(tb::schedule_lr(Schedule::cosine, 1.0f, 10, 10, 110), 1.0f);
+  EXPECT_NEAR(tb::schedule_lr(Schedule::cosine, 1.0f, 60, 10, 110), 0.5f, 1e-6);
+  EXPECT_NEAR(tb::schedule_lr(Schedule::cosine, 1.0f, 110, 10, 110, 0.1f), 0.1f, 1e-6);
+  EXPECT_NEAR(tb::schedule_lr(Schedule::linear, 2.0f, 35, 10, 60), 1.0f, 1e-6);
+  EXPECT_FLOAT_EQ(tb::schedule_lr(Schedule::constant, 3.0f, 500, 0, 10), 3.0f);
+}
+
+}  // namespace
