@@ -93,6 +93,9 @@ struct AttentionShape {
   int64_t kv_ld = 0;      // token stride of k and v; 0 means NKV*hs
   int64_t extra_bstride = 0;  // batch stride of pk/pv: 0 = shared by the batch (prefix),
                               // NKV*P*hs = one block per sequence (KV cache)
+  int64_t extra_hstride = 0;  // stride between kv heads inside a block; 0 means P*hs. A KV
+                              // cache of capacity S > P uses S*hs (block (NKV,S,hs), first
+                              // P positions filled).
 };
 // out (B,T,NH*hs) dense; att (B,NH,T,P+T) saves the attention probabilities (0 where masked).
 // pk/pv: (NKV,P,hs) per batch block (see extra_bstride), null when P == 0.

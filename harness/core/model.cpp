@@ -1,0 +1,838 @@
+// The transformer's forward, backward and cached inference over ops.h, with the hook
+// points of hooks.h. Shapes: B batch, T real tokens, Pv virtual tokens (soft prompt),
+// Tt = Pv + T rows per sequence, Pp prefix K/V positions, N = B*Tt, C hidden, F MLP width,
+// NH/NKV query/key-value heads of size hs, QKV = (NH + 2*NKV)*hs.
+#include "harness/core/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "harness/core/common.h"
+#include "harness/core/ops.h"
+
+namespace tb {
+
+const char* site_name(Site s) {
+  switch (s) {
+    case Site::qkv: return "qkv";
+    case Site::q: return "q";
+    case Site::k: return "k";
+    case Site::v: return "v";
+    case Site::o: return "o";
+    case Site::gate: return "gate";
+    case Site::up: return "up";
+    case Site::down: return "down";
+  }
+  return "?";
+}
+
+// ---- config ----------------------------------------------------------------------------
+
+namespace {
+
+const nlohmann::json* field(const nlohmann::json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+int64_t get_int(const nlohmann::json& j, const char* name, const std::string& src,
+                const int64_t* fallback = nullptr) {
+  const auto* f = field(j, name);
+  if (!f) {
+    if (fallback) return *fallback;
+    throw ModelError(src + ": missing field '" + name + "'");
+  }
+  if (!f->is_number_integer())
+    throw ModelError(src + ": field '" + name + "' must be an integer, got " + f->dump());
+  return f->get<int64_t>();
+}
+
+double get_num(const nlohmann::json& j, const char* name, const std::string& src, double fallback) {
+  const auto* f = field(j, name);
+  if (!f) return fallback;
+  if (!f->is_number()) throw ModelError(src + ": field '" + name + "' must be a number, got " + f->dump());
+  return f->get<double>();
+}
+
+bool get_bool(const nlohmann::json& j, const char* name, const std::string& src, bool fallback) {
+  const auto* f = field(j, name);
+  if (!f) return fallback;
+  if (!f->is_boolean()) throw ModelError(src + ": field '" + name + "' must be true or false, got " + f->dump());
+  return f->get<bool>();
+}
+
+int32_t get_token_id(const nlohmann::json& j, const char* name) {
+  const auto* f = field(j, name);
+  if (f && f->is_number_integer()) return f->get<int32_t>();
+  if (f && f->is_array() && !f->empty() && (*f)[0].is_number_integer()) return (*f)[0].get<int32_t>();
+  return -1;
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string& src) {
+  if (!j.is_object()) throw ModelError(src + ": config must be a JSON object");
+  ModelConfig c;
+  const auto* mt = field(j, "model_type");
+  if (!mt || !mt->is_string()) throw ModelError(src + ": missing field 'model_type'");
+  c.model_type = mt->get<std::string>();
+  if (c.model_type == "gpt2") {
+    c.family = Family::gpt2;
+    c.vocab_size = get_int(j, "vocab_size", src);
+    c.hidden = get_int(j, "n_embd", src);
+    c.n_layer = get_int(j, "n_layer", src);
+    c.n_head = get_int(j, "n_head", src);
+    c.n_kv_head = c.n_head;
+    if (c.n_head <= 0) throw ModelError(src + ": field 'n_head' must be positive");
+    c.head_dim = c.hidden / c.n_head;
+    const int64_t inner = 4 * c.hidden;
+    c.intermediate = get_int(j, "n_inner", src, &inner);
+    c.max_positions = get_int(j, "n_positions", src);
+    c.norm_eps = static_cast<float>(get_num(j, "layer_norm_epsilon", src, 1e-5));
+    c.tied_embeddings = get_bool(j, "tie_word_embeddings", src, true);
+    if (!c.tied_embeddings)
+      throw ModelError(src + ": field 'tie_word_embeddings' = false is not supported for gpt2");
+    c.qkv_bias = true;
+    const auto* act = field(j, "activation_function");
+    if (act && (!act->is_string() || (act->get<std::string>() != "gelu_new" &&
+                                      act->get<std::string>() != "gelu_pytorch_tanh")))
+      throw ModelError(src + ": field 'activation_function' must be gelu_new, got " + act->dump());
+    if (c.hidden % std::max<int64_t>(c.n_head, 1) != 0)
+      throw ModelError(src + ": field 'n_embd' must be divisible by 'n_head'");
+  } else if (c.model_type == "llama" || c.model_type == "qwen2" || c.model_type == "mistral") {
+    c.family = Family::llama;
+    c.vocab_size = get_int(j, "vocab_size", src);
+    c.hidden = get_int(j, "hidden_size", src);
+    c.n_layer = get_int(j, "num_hidden_layers", src);
+    c.n_head = get_int(j, "num_attention_heads", src);
+    c.n_kv_head = get_int(j, "num_key_value_heads", src, &c.n_head);
+    if (c.n_head <= 0) throw ModelError(src + ": field 'num_attention_heads' must be positive");
+    const int64_t hd = c.hidden / c.n_head;
+    c.head_dim = get_int(j, "head_dim", src, &hd);
+    c.intermediate = get_int(j, "intermediate_size", src);
+    c.max_positions = get_int(j, "max_position_embeddings", src);
+    c.norm_eps = static_cast<float>(get_num(j, "rms_norm_eps", src, 1e-6));
+    c.rope_theta = static_cast<float>(get_num(j, "rope_theta", src, 10000.0));
+    c.tied_embeddings = get_bool(j, "tie_word_embeddings", src, c.model_type == "qwen2");
+    c.qkv_bias = get_bool(j, "attention_bias", src, c.model_type == "qwen2");
+    if (get_bool(j, "mlp_bias", src, false))
+      throw ModelError(src + ": field 'mlp_bias' = true is not supported");
+    const auto* act = field(j, "hidden_act");
+    if (act && (!act->is_string() || act->get<std::string>() != "silu"))
+      throw ModelError(src + ": field 'hidden_act' must be silu, got " + act->dump());
+    const auto* rs = field(j, "rope_scaling");
+    if (rs) throw ModelError(src + ": field 'rope_scaling' is not supported");
+  } else {
+    throw ModelError(src + ": field 'model_type' = '" + c.model_type +
+                     "' is not supported (gpt2, llama, qwen2, mistral)");
+  }
+  c.bos_token_id = get_token_id(j, "bos_token_id");
+  c.eos_token_id = get_token_id(j, "eos_token_id");
+  c.validate(src);
+  return c;
+}
+
+void ModelConfig::validate(const std::string& src) const {
+  auto positive = [&](int64_t v, const char* name) {
+    if (v <= 0) throw ModelError(src + ": field '" + name + "' must be positive, got " + std::to_string(v));
+  };
+  const bool g = family == Family::gpt2;
+  positive(vocab_size, "vocab_size");
+  positive(hidden, g ? "n_embd" : "hidden_size");
+  positive(n_layer, g ? "n_layer" : "num_hidden_layers");
+  positive(n_head, g ? "n_head" : "num_attention_heads");
+  positive(n_kv_head, "num_key_value_heads");
+  positive(head_dim, "head_dim");
+  positive(intermediate, g ? "n_inner" : "intermediate_size");
+  positive(max_positions, g ? "n_positions" : "max_position_embeddings");
+  if (n_head % n_kv_head != 0)
+    throw ModelError(src + ": field 'num_key_value_heads' must divide 'num_attention_heads'");
+  if (family == Family::llama && head_dim % 2 != 0)
+    throw ModelError(src + ": field 'head_dim' must be even for rotary embeddings");
+  if (!(norm_eps > 0.0f)) throw ModelError(src + ": norm epsilon must be positive");
+  if (!(rope_theta > 0.0f)) throw ModelError(src + ": field 'rope_theta' must be positive");
+}
+
+nlohmann::json ModelConfig::to_hf_json() const {
+  nlohmann::json j;
+  if (family == Family::gpt2) {
+    j = {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"},
+         {"vocab_size", vocab_size}, {"n_embd", hidden}, {"n_layer", n_layer},
+         {"n_head", n_head}, {"n_inner", intermediate}, {"n_positions", max_positions},
+         {"n_ctx", max_positions}, {"layer_norm_epsilon", norm_eps},
+         {"activation_function", "gelu_new"}, {"tie_word_embeddings", true}};
+  } else {
+    j = {{"architectures", {model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+         {"model_type", model_type}, {"vocab_size", vocab_size}, {"hidden_size", hidden},
+         {"num_hidden_layers", n_layer}, {"num_attention_heads", n_head},
+         {"num_key_value_heads", n_kv_head}, {"head_dim", head_dim},
+         {"intermediate_size", intermediate}, {"max_position_embeddings", max_positions},
+         {"rms_norm_eps", norm_eps}, {"rope_theta", rope_theta}, {"hidden_act", "silu"},
+         {"tie_word_embeddings", tied_embeddings}, {"attention_bias", qkv_bias}};
+  }
+  if (bos_token_id >= 0) j["bos_token_id"] = bos_token_id;
+  if (eos_token_id >= 0) j["eos_token_id"] = eos_token_id;
+  j["torch_dtype"] = "float32";
+  return j;
+}
+
+int64_t count_params(const ModelConfig& c) {
+  const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size, L = c.n_layer;
+  const int64_t q = c.n_head * c.head_dim, kv = c.n_kv_head * c.head_dim;
+  if (c.family == Family::gpt2) {
+    const int64_t per = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C + (C * F + F) + (F * C + C);
+    return V * C + c.max_positions * C + L * per + 2 * C;
+  }
+  int64_t per = C + C * q + 2 * C * kv + q * C + C + 3 * C * F;
+  if (c.qkv_bias) per += q + 2 * kv;
+  return V * C + L * per + C + (c.tied_embeddings ? 0 : V * C);
+}
+
+// ---- parameters ------------------------------------------------------------------------
+
+struct Model::LayerParams {
+  Param *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
+  Param *qkv_w = nullptr, *qkv_b = nullptr;                            // GPT-2 c_attn
+  Param *q_w = nullptr, *k_w = nullptr, *v_w = nullptr;                // Llama
+  Param *q_b = nullptr, *k_b = nullptr, *v_b = nullptr;
+  Param *o_w = nullptr, *o_b = nullptr;
+  Param *fc_w = nullptr, *fc_b = nullptr, *proj_w = nullptr, *proj_b = nullptr;  // GPT-2
+  Param *gate_w = nullptr, *up_w = nullptr, *down_w = nullptr;                    // Llama
+};
+
+struct LayerActs {
+  std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, attproj, res1;
+  std::vector<float> ln2, ln2_mean, ln2_rstd, fc1, fc2, fc3, mlpproj, res2, pk, pv;
+};
+
+struct Model::Acts {
+  std::vector<LayerActs> layers;
+  std::vector<float> encoded, lnf, lnf_mean, lnf_rstd, vt;
+  std::vector<int32_t> tokens;
+  // backward scratch, reused by every layer
+  std::vector<float> dres, dln, dqkv, datty, dproj, dfc1, dfc2, dfc3, dscratch, dpk, dpv;
+  int64_t B = -1, Tt = -1, Pp = -1;
+  bool backward_ready = false;
+};
+
+Model::Model(const ModelConfig& cfg) : cfg_(cfg), acts_(std::make_unique<Acts>()) {
+  cfg_.validate("model config");
+  declare_params();
+  params_.allocate();
+  bind_params();
+}
+
+Model::~Model() = default;
+
+void Model::declare_params() {
+  const int64_t C = cfg_.hidden, F = cfg_.intermediate, V = cfg_.vocab_size;
+  const int64_t q = cfg_.n_head * cfg_.head_dim, kv = cfg_.n_kv_head * cfg_.head_dim;
+  // Decay group: every matrix (embeddings included, as nanoGPT); no decay for vectors.
+  auto mat = [&](const std::string& n, std::vector<int64_t> s) { params_.declare(n, std::move(s), true); };
+  auto vec = [&](const std::string& n, int64_t d) { params_.declare(n, {d}, false); };
+  if (cfg_.family == Family::gpt2) {
+    mat("transformer.wte.weight", {V, C});
+    mat("transformer.wpe.weight", {cfg_.max_positions, C});
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = "transformer.h." + std::to_string(l) + ".";
+      vec(p + "ln_1.weight", C);
+      vec(p + "ln_1.bias", C);
+      mat(p + "attn.c_attn.weight", {3 * C, C});
+      vec(p + "attn.c_attn.bias", 3 * C);
+      mat(p + "attn.c_proj.weight", {C, C});
+      vec(p + "attn.c_proj.bias", C);
+      vec(p + "ln_2.weight", C);
+      vec(p + "ln_2.bias", C);
+      mat(p + "mlp.c_fc.weight", {F, C});
+      vec(p + "mlp.c_fc.bias", F);
+      mat(p + "mlp.c_proj.weight", {C, F});
+      vec(p + "mlp.c_proj.bias", C);
+    }
+    vec("transformer.ln_f.weight", C);
+    vec("transformer.ln_f.bias", C);
+  } else {
+    mat("model.embed_tokens.weight", {V, C});
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      vec(p + "input_layernorm.weight", C);
+      mat(p + "self_attn.q_proj.weight", {q, C});
+      mat(p + "self_attn.k_proj.weight", {kv, C});
+      mat(p + "self_attn.v_proj.weight", {kv, C});
+      if (cfg_.qkv_bias) {
+        vec(p + "self_attn.q_proj.bias", q);
+        vec(p + "self_attn.k_proj.bias", kv);
+        vec(p + "self_attn.v_proj.bias", kv);
+      }
+      mat(p + "self_attn.o_proj.weight", {C, q});
+      vec(p + "post_attention_layernorm.weight", C);
+      mat(p + "mlp.gate_proj.weight", {F, C});
+      mat(p + "mlp.up_proj.weight", {F, C});
+      mat(p + "mlp.down_proj.weight", {C, F});
+    }
+    vec("model.norm.weight", C);
+    if (!cfg_.tied_embeddings) mat("lm_head.weight", {V, C});
+  }
+}
+
+void Model::bind_params() {
+  layers_.assign(cfg_.n_layer, LayerParams{});
+  auto P = [&](const std::string& n) { return &params_.get(n); };
+  auto opt = [&](const std::string& n) { return params_.find(n); };
+  if (cfg_.family == Family::gpt2) {
+    wte_ = P("transformer.wte.weight");
+    wpe_ = P("transformer.wpe.weight");
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = "transformer.h." + std::to_string(l) + ".";
+      auto& L = layers_[l];
+      L.ln1_w = P(p + "ln_1.weight");
+      L.ln1_b = P(p + "ln_1.bias");
+      L.qkv_w = P(p + "attn.c_attn.weight");
+      L.qkv_b = P(p + "attn.c_attn.bias");
+      L.o_w = P(p + "attn.c_proj.weight");
+      L.o_b = P(p + "attn.c_proj.bias");
+      L.ln2_w = P(p + "ln_2.weight");
+      L.ln2_b = P(p + "ln_2.bias");
+      L.fc_w = P(p + "mlp.c_fc.weight");
+      L.fc_b = P(p + "mlp.c_fc.bias");
+      L.proj_w = P(p + "mlp.c_proj.weight");
+      L.proj_b = P(p + "mlp.c_proj.bias");
+    }
+    lnf_w_ = P("transformer.ln_f.weight");
+    lnf_b_ = P("transformer.ln_f.bias");
+    lm_head_ = wte_;
+  } else {
+    wte_ = P("model.embed_tokens.weight");
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      auto& L = layers_[l];
+      L.ln1_w = P(p + "input_layernorm.weight");
+      L.q_w = P(p + "self_attn.q_proj.weight");
+      L.k_w = P(p + "self_attn.k_proj.weight");
+      L.v_w = P(p + "self_attn.v_proj.weight");
+      L.q_b = opt(p + "self_attn.q_proj.bias");
+      L.k_b = opt(p + "self_attn.k_proj.bias");
+      L.v_b = opt(p + "self_attn.v_proj.bias");
+      L.o_w = P(p + "self_attn.o_proj.weight");
+      L.ln2_w = P(p + "post_attention_layernorm.weight");
+      L.gate_w = P(p + "mlp.gate_proj.weight");
+      L.up_w = P(p + "mlp.up_proj.weight");
+      L.down_w = P(p + "mlp.down_proj.weight");
+    }
+    lnf_w_ = P("model.norm.weight");
+    lm_head_ = cfg_.tied_embeddings ? wte_ : P("lm_head.weight");
+  }
+}
+
+void Model::init_random(uint64_t seed, float std) {
+  std::mt19937_64 gen(seed);
+  const float proj_std = std / std::sqrt(2.0f * static_cast<float>(cfg_.n_layer));
+  for (auto& p : params_.params()) {
+    const int64_t n = p.numel();
+    const bool is_norm = p.name.find("ln_") != std::string::npos ||
+                         p.name.find("layernorm") != std::string::npos ||
+                         p.name.find("norm.weight") != std::string::npos;
+    if (p.shape.size() == 1) {
+      std::fill(p.data, p.data + n, is_norm && p.name.find(".bias") == std::string::npos ? 1.0f : 0.0f);
+      continue;
+    }
+    const bool residual_out = p.name.find("c_proj.weight") != std::string::npos ||
+                              p.name.find("o_proj.weight") != std::string::npos ||
+                              p.name.find("down_proj.weight") != std::string::npos;
+    std::normal_distribution<float> d(0.0f, residual_out ? proj_std : std);
+    for (int64_t i = 0; i < n; ++i) p.data[i] = d(gen);
+  }
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+namespace {
+
+void fit(std::vector<float>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) != n) v.assign(static_cast<size_t>(n), 0.0f);
+}
+
+void zero(std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); }
+
+}  // namespace
+
+void Model::ensure_acts(int64_t B, int64_t Tt, int64_t Pp) {
+  Acts& a = *acts_;
+  if (a.B == B && a.Tt == Tt && a.Pp == Pp) return;
+  const int64_t N = B * Tt, C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head;
+  const int64_t hs = cfg_.head_dim, S = Pp + Tt, QKV = cfg_.qkv_dim();
+  const int64_t pkv = cfg_.n_kv_head * Pp * hs;
+  a.layers.resize(cfg_.n_layer);
+  for (auto& L : a.layers) {
+    fit(L.ln1, N * C); fit(L.ln1_mean, N); fit(L.ln1_rstd, N);
+    fit(L.qkv, N * QKV); fit(L.att, B * NH * Tt * S); fit(L.atty, N * NH * hs);
+    fit(L.attproj, N * C); fit(L.res1, N * C);
+    fit(L.ln2, N * C); fit(L.ln2_mean, N); fit(L.ln2_rstd, N);
+    fit(L.fc1, N * F); fit(L.fc2, N * F);
+    fit(L.fc3, cfg_.family == Family::llama ? N * F : 0);
+    fit(L.mlpproj, N * C); fit(L.res2, N * C);
+    fit(L.pk, pkv); fit(L.pv, pkv);
+  }
+  fit(a.encoded, N * C); fit(a.lnf, N * C); fit(a.lnf_mean, N); fit(a.lnf_rstd, N);
+  // Backward scratch is sized lazily by backward() so inference never pays for it.
+  a.backward_ready = false;
+  a.B = B;
+  a.Tt = Tt;
+  a.Pp = Pp;
+}
+
+int64_t Model::activation_bytes() const {
+  const Acts& a = *acts_;
+  int64_t n = 0;
+  auto add = [&](const std::vector<float>& v) { n += static_cast<int64_t>(v.size()); };
+  for (const auto& L : a.layers) {
+    for (auto* v : {&L.ln1, &L.ln1_mean, &L.ln1_rstd, &L.qkv, &L.att, &L.atty, &L.attproj, &L.res1,
+                    &L.ln2, &L.ln2_mean, &L.ln2_rstd, &L.fc1, &L.fc2, &L.fc3, &L.mlpproj, &L.res2,
+                    &L.pk, &L.pv})
+      add(*v);
+  }
+  for (auto* v : {&a.encoded, &a.lnf, &a.lnf_mean, &a.lnf_rstd, &a.dres, &a.dln, &a.dqkv, &a.datty,
+                  &a.dproj, &a.dfc1, &a.dfc2, &a.dfc3, &a.dscratch, &a.dpk, &a.dpv})
+    add(*v);
+  return n * 4 + static_cast<int64_t>((logits_buf_.size() + dlogits_buf_.size()) * 4);
+}
+
+void Model::norm_forward(float* out, float* mean, float* rstd, const float* x, const Param* w,
+                         const Param* b, int64_t N) const {
+  if (cfg_.family == Family::gpt2)
+    ops::layernorm_forward(out, mean, rstd, x, w->data, b->data, N, cfg_.hidden, cfg_.norm_eps);
+  else
+    ops::rmsnorm_forward(out, rstd, x, w->data, N, cfg_.hidden, cfg_.norm_eps);
+}
+
+void Model::norm_backward(float* dx, const Param* w, const Param* b, const float* dout,
+                          const float* x, const float* mean, const float* rstd, int64_t N) const {
+  if (cfg_.family == Family::gpt2)
+    ops::layernorm_backward(dx, w->grad, b->grad, dout, x, w->data, mean, rstd, N, cfg_.hidden);
+  else
+    ops::rmsnorm_backward(dx, w->grad, dout, x, w->data, rstd, N, cfg_.hidden);
+}
+
+void Model::linear_forward(int layer, Site site, float* y, const float* x, const Param* w,
+                           const Param* b, int64_t N, int64_t IC, int64_t OC, Hooks* hooks,
+                           bool training) const {
+  ops::linear_forward(y, x, w->data, b ? b->data : nullptr, N, IC, OC);
+  if (hooks && hooks->has_delta(layer, site)) hooks->delta_forward(layer, site, y, x, N, IC, OC, training);
+}
+
+void Model::linear_backward(int layer, Site site, float* dx, const float* dy, const float* x,
+                            const Param* w, const Param* b, int64_t N, int64_t IC, int64_t OC,
+                            Hooks* hooks) const {
+  ops::linear_backward(dx, w->grad, b ? b->grad : nullptr, dy, x, w->data, N, IC, OC);
+  if (hooks && hooks->has_delta(layer, site)) hooks->delta_backward(layer, site, dx, dy, x, N, IC, OC);
+}
+
+// ---- forward ---------------------------------------------------------------------------
+
+void Model::forward(const int32_t* tokens, int64_t B, int64_t T, Hooks* hooks, bool training) {
+  const int64_t Pv = hooks ? hooks->num_virtual_tokens() : 0;
+  const int64_t Pp = hooks ? hooks->prefix_length() : 0;
+  const int64_t Tt = Pv + T;
+  if (B <= 0 || T <= 0) throw InputError("forward: empty batch (B=" + std::to_string(B) + ", T=" + std::to_string(T) + ")");
+  if (Pp + Tt > cfg_.max_positions)
+    throw InputError("forward: sequence of " + std::to_string(Pp + Tt) +
+                     " positions exceeds the model's context of " + std::to_string(cfg_.max_positions));
+  for (int64_t i = 0; i < B * T; ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+      throw InputError("forward: token id " + std::to_string(tokens[i]) + " at position " +
+                       std::to_string(i) + " is outside the vocabulary of " + std::to_string(cfg_.vocab_size));
+  ensure_acts(B, Tt, Pp);
+  Acts& a = *acts_;
+  B_ = B; T_ = T; Tt_ = Tt; Pv_ = Pv; Pp_ = Pp;
+  trained_forward_ = training;
+  a.tokens.assign(tokens, tokens + B * T);
+
+  const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
+  const int64_t hs = cfg_.head_dim, N = B * Tt;
+  const bool gpt2 = cfg_.family == Family::gpt2;
+
+  // Embeddings: virtual rows first (from the hook), then token rows; GPT-2 adds learned
+  // positions to both, counting from the prefix length (as Hugging Face does with a past).
+  if (Pv > 0) {
+    fit(a.vt, Pv * C);
+    hooks->virtual_tokens_forward(a.vt.data(), C);
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    float* row = a.encoded.data() + b * Tt * C;
+    for (int64_t p = 0; p < Pv; ++p)
+      for (int64_t c = 0; c < C; ++c)
+        row[p * C + c] = a.vt[p * C + c] + (gpt2 ? wpe_->data[(Pp + p) * C + c] : 0.0f);
+    ops::embedding_forward(row + Pv * C, tokens + b * T, wte_->data, gpt2 ? wpe_->data : nullptr,
+                           1, T, C, Pp + Pv);
+  }
+  if (hooks && hooks->observes(0)) hooks->observe(0, a.encoded.data(), B, Tt, C);
+
+  const float* x = a.encoded.data();
+  for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+    const auto& P = layers_[l];
+    auto& A = a.layers[l];
+    const int li = static_cast<int>(l);
+    norm_forward(A.ln1.data(), A.ln1_mean.data(), A.ln1_rstd.data(), x, P.ln1_w, P.ln1_b, N);
+    ops::AttentionShape s{B, Tt, NH, NKV, hs, Pp};
+    float *q, *k, *v;
+    if (gpt2) {
+      linear_forward(li, Site::qkv, A.qkv.data(), A.ln1.data(), P.qkv_w, P.qkv_b, N, C, 3 * C, hooks, training);
+      q = A.qkv.data();
+      k = q + C;
+      v = q + 2 * C;
+      s.q_ld = s.kv_ld = 3 * C;
+    } else {
+      q = A.qkv.data();
+      k = q + N * NH * hs;
+      v = k + N * NKV * hs;
+      linear_forward(li, Site::q, q, A.ln1.data(), P.q_w, P.q_b, N, C, NH * hs, hooks, training);
+      linear_forward(li, Site::k, k, A.ln1.data(), P.k_w, P.k_b, N, C, NKV * hs, hooks, training);
+      linear_forward(li, Site::v, v, A.ln1.data(), P.v_w, P.v_b, N, C, NKV * hs, hooks, training);
+      ops::rope_forward(q, q, B, Tt, NH, hs, NH * hs, cfg_.rope_theta, Pp);
+      ops::rope_forward(k, k, B, Tt, NKV, hs, NKV * hs, cfg_.rope_theta, Pp);
+      s.q_ld = NH * hs;
+      s.kv_ld = NKV * hs;
+    }
+    if (Pp > 0) hooks->prefix_forward(li, A.pk.data(), A.pv.data(), NKV, hs);
+    ops::attention_forward(A.atty.data(), A.att.data(), q, k, v, Pp ? A.pk.data() : nullptr,
+                           Pp ? A.pv.data() : nullptr, s);
+    linear_forward(li, Site::o, A.attproj.data(), A.atty.data(), P.o_w, P.o_b, N, NH * hs, C, hooks, training);
+    if (hooks && hooks->has_after(li, Sublayer::attention))
+      hooks->after_forward(li, Sublayer::attention, A.attproj.data(), N, C, training);
+    ops::residual_forward(A.res1.data(), x, A.attproj.data(), N * C);
+    norm_forward(A.ln2.data(), A.ln2_mean.data(), A.ln2_rstd.data(), A.res1.data(), P.ln2_w, P.ln2_b, N);
+    if (gpt2) {
+      linear_forward(li, Site::up, A.fc1.data(), A.ln2.data(), P.fc_w, P.fc_b, N, C, F, hooks, training);
+      ops::gelu_forward(A.fc2.data(), A.fc1.data(), N * F);
+      linear_forward(li, Site::down, A.mlpproj.data(), A.fc2.data(), P.proj_w, P.proj_b, N, F, C, hooks, training);
+    } else {
+      linear_forward(li, Site::gate, A.fc1.data(), A.ln2.data(), P.gate_w, nullptr, N, C, F, hooks, training);
+      linear_forward(li, Site::up, A.fc2.data(), A.ln2.data(), P.up_w, nullptr, N, C, F, hooks, training);
+      ops::swiglu_forward(A.fc3.data(), A.fc1.data(), A.fc2.data(), N * F);
+      linear_forward(li, Site::down, A.mlpproj.data(), A.fc3.data(), P.down_w, nullptr, N, F, C, hooks, training);
+    }
+    if (hooks && hooks->has_after(li, Sublayer::mlp))
+      hooks->after_forward(li, Sublayer::mlp, A.mlpproj.data(), N, C, training);
+    ops::residual_forward(A.res2.data(), A.res1.data(), A.mlpproj.data(), N * C);
+    x = A.res2.data();
+    if (hooks && l + 1 < cfg_.n_layer && hooks->observes(li + 1)) hooks->observe(li + 1, x, B, Tt, C);
+  }
+  norm_forward(a.lnf.data(), a.lnf_mean.data(), a.lnf_rstd.data(), x, lnf_w_, lnf_b_, N);
+  const int Lh = static_cast<int>(cfg_.n_layer);
+  if (hooks && hooks->observes(Lh)) hooks->observe(Lh, a.lnf.data(), B, Tt, C);
+}
+
+const float* Model::final_hidden() const {
+  TB_CHECK(B_ > 0, "final_hidden before forward");
+  return acts_->lnf.data();
+}
+
+const float* Model::hidden_state(int layer) const {
+  TB_CHECK(B_ > 0, "hidden_state before forward");
+  if (layer < 0 || layer > cfg_.n_layer)
+    throw InputError("hidden_state: layer " + std::to_string(layer) + " is outside 0.." +
+                     std::to_string(cfg_.n_layer));
+  if (layer == 0) return acts_->encoded.data();
+  if (layer == cfg_.n_layer) return acts_->lnf.data();
+  return acts_->layers[layer - 1].res2.data();
+}
+
+void Model::pool(float* out, int layer, Pool kind, const int32_t* lengths) const {
+  const float* h = hidden_state(layer);
+  const int64_t C = cfg_.hidden, Tr = Tt_ - Pv_;
+  for (int64_t b = 0; b < B_; ++b) {
+    if (lengths[b] < 1 || lengths[b] > Tr)
+      throw InputError("pool: length " + std::to_string(lengths[b]) + " of sequence " +
+                       std::to_string(b) + " is outside 1.." + std::to_string(Tr));
+    const float* rows = h + (b * Tt_ + Pv_) * C;
+    if (kind == Pool::mean)
+      ops::mean_pool_forward(out + b * C, rows, lengths + b, 1, Tr, C);
+    else
+      ops::last_pool_forward(out + b * C, rows, lengths + b, 1, Tr, C);
+  }
+}
+
+void Model::logits(float* out) const {
+  ops::linear_forward(out, final_hidden(), lm_head_->data, nullptr, B_ * Tt_, cfg_.hidden, cfg_.vocab_size);
+}
+
+float Model::lm_loss(const int32_t* targets, int64_t* count, int32_t ignore_index) {
+  const int64_t N = B_ * Tt_, V = cfg_.vocab_size;
+  fit(logits_buf_, N * V);
+  logits(logits_buf_.data());
+  // Virtual rows have no target; real rows take the caller's.
+  ignore_index_ = ignore_index;
+  loss_targets_.assign(static_cast<size_t>(N), ignore_index);
+  for (int64_t b = 0; b < B_; ++b)
+    for (int64_t t = 0; t < T_; ++t) {
+      const int32_t y = targets[b * T_ + t];
+      if (y != ignore_index && (y < 0 || y >= V))
+        throw InputError("lm_loss: target id " + std::to_string(y) + " outside the vocabulary");
+      loss_targets_[b * Tt_ + Pv_ + t] = y;
+    }
+  std::vector<float> losses(N);
+  loss_count_ = ops::cross_entropy_forward(losses.data(), logits_buf_.data(), loss_targets_.data(), N, V, ignore_index);
+  if (count) *count = loss_count_;
+  double sum = 0.0;
+  for (float l : losses) sum += l;
+  return loss_count_ ? static_cast<float>(sum / static_cast<double>(loss_count_)) : 0.0f;
+}
+
+void Model::backward_lm(Hooks* hooks, float loss_scale) {
+  TB_CHECK(!loss_targets_.empty(), "backward_lm without lm_loss");
+  const int64_t N = B_ * Tt_, V = cfg_.vocab_size, C = cfg_.hidden;
+  fit(dlogits_buf_, N * V);
+  zero(dlogits_buf_);
+  const float scale = loss_count_ ? loss_scale / static_cast<float>(loss_count_) : 0.0f;
+  std::vector<float> dl(N, scale);
+  ops::cross_entropy_backward(dlogits_buf_.data(), dl.data(), logits_buf_.data(), loss_targets_.data(),
+                              N, V, ignore_index_);
+  std::vector<float> dfinal(N * C, 0.0f);
+  ops::linear_backward(dfinal.data(), lm_head_->grad, nullptr, dlogits_buf_.data(), final_hidden(),
+                       lm_head_->data, N, C, V);
+  backward(dfinal.data(), hooks);
+}
+
+int Model::lowest_backward_layer(Hooks* hooks) const {
+  const int L = static_cast<int>(cfg_.n_layer);
+  int lowest = hooks ? hooks->lowest_trainable_layer(L) : L;
+  if (wte_->trainable || (wpe_ && wpe_->trainable)) return -1;
+  for (int l = 0; l < L && l < lowest; ++l) {
+    const auto& P = layers_[l];
+    for (const Param* p : {P.ln1_w, P.ln1_b, P.ln2_w, P.ln2_b, P.qkv_w, P.qkv_b, P.q_w, P.k_w, P.v_w,
+                           P.q_b, P.k_b, P.v_b, P.o_w, P.o_b, P.fc_w, P.fc_b, P.proj_w, P.proj_b,
+                           P.gate_w, P.up_w, P.down_w})
+      if (p && p->trainable) return std::min(lowest, l);
+  }
+  return lowest;
+}
+
+// ---- backward --------------------------------------------------------------------------
+
+void Model::backward(const float* dfinal, Hooks* hooks) {
+  TB_CHECK(trained_forward_, "backward needs a forward with training = true");
+  Acts& a = *acts_;
+  const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
+  const int64_t hs = cfg_.head_dim, B = B_, Tt = Tt_, Pp = Pp_, N = B * Tt;
+  const bool gpt2 = cfg_.family == Family::gpt2;
+  if (!a.backward_ready) {
+    fit(a.dres, N * C); fit(a.dln, N * C); fit(a.dqkv, N * cfg_.qkv_dim());
+    fit(a.datty, N * NH * hs); fit(a.dproj, N * C); fit(a.dfc1, N * F); fit(a.dfc2, N * F);
+    fit(a.dfc3, gpt2 ? 0 : N * F); fit(a.dscratch, B * NH * Tt * (Pp + Tt));
+    fit(a.dpk, NKV * Pp * hs); fit(a.dpv, NKV * Pp * hs);
+    a.backward_ready = true;
+  }
+  const int stop = lowest_backward_layer(hooks);
+  const float* x_last = cfg_.n_layer > 0 ? a.layers.back().res2.data() : a.encoded.data();
+  zero(a.dres);
+  norm_backward(a.dres.data(), lnf_w_, lnf_b_, dfinal, x_last, a.lnf_mean.data(), a.lnf_rstd.data(), N);
+
+  for (int64_t l = cfg_.n_layer - 1; l >= std::max(stop, 0); --l) {
+    const auto& P = layers_[l];
+    auto& A = a.layers[l];
+    const int li = static_cast<int>(l);
+    const float* x_in = l == 0 ? a.encoded.data() : a.layers[l - 1].res2.data();
+
+    // MLP sublayer: res2 = res1 + mlp(ln2(res1)).
+    std::copy(a.dres.begin(), a.dres.end(), a.dproj.begin());
+    if (hooks && hooks->has_after(li, Sublayer::mlp)) hooks->after_backward(li, Sublayer::mlp, a.dproj.data(), N, C);
+    zero(a.dln);
+    if (gpt2) {
+      zero(a.dfc2);
+      linear_backward(li, Site::down, a.dfc2.data(), a.dproj.data(), A.fc2.data(), P.proj_w, P.proj_b, N, F, C, hooks);
+      zero(a.dfc1);
+      ops::gelu_backward(a.dfc1.data(), a.dfc2.data(), A.fc1.data(), N * F);
+      linear_backward(li, Site::up, a.dln.data(), a.dfc1.data(), A.ln2.data(), P.fc_w, P.fc_b, N, C, F, hooks);
+    } else {
+      zero(a.dfc3);
+      linear_backward(li, Site::down, a.dfc3.data(), a.dproj.data(), A.fc3.data(), P.down_w, nullptr, N, F, C, hooks);
+      zero(a.dfc1);
+      zero(a.dfc2);
+      ops::swiglu_backward(a.dfc1.data(), a.dfc2.data(), a.dfc3.data(), A.fc1.data(), A.fc2.data(), N * F);
+      linear_backward(li, Site::gate, a.dln.data(), a.dfc1.data(), A.ln2.data(), P.gate_w, nullptr, N, C, F, hooks);
+      linear_backward(li, Site::up, a.dln.data(), a.dfc2.data(), A.ln2.data(), P.up_w, nullptr, N, C, F, hooks);
+    }
+    norm_backward(a.dres.data(), P.ln2_w, P.ln2_b, a.dln.data(), A.res1.data(), A.ln2_mean.data(), A.ln2_rstd.data(), N);
+
+    // Attention sublayer: res1 = x + o(attn(qkv(ln1(x)))).
+    std::copy(a.dres.begin(), a.dres.end(), a.dproj.begin());
+    if (hooks && hooks->has_after(li, Sublayer::attention))
+      hooks->after_backward(li, Sublayer::attention, a.dproj.data(), N, C);
+    zero(a.datty);
+    linear_backward(li, Site::o, a.datty.data(), a.dproj.data(), A.atty.data(), P.o_w, P.o_b, N, NH * hs, C, hooks);
+    zero(a.dqkv);
+    ops::AttentionShape s{B, Tt, NH, NKV, hs, Pp};
+    const float *q, *k, *v;
+    float *dq, *dk, *dv;
+    if (gpt2) {
+      q = A.qkv.data(); k = q + C; v = q + 2 * C;
+      dq = a.dqkv.data(); dk = dq + C; dv = dq + 2 * C;
+      s.q_ld = s.kv_ld = 3 * C;
+    } else {
+      q = A.qkv.data(); k = q + N * NH * hs; v = k + N * NKV * hs;
+      dq = a.dqkv.data(); dk = dq + N * NH * hs; dv = dk + N * NKV * hs;
+      s.q_ld = NH * hs;
+      s.kv_ld = NKV * hs;
+    }
+    if (Pp > 0) {
+      zero(a.dpk);
+      zero(a.dpv);
+    }
+    ops::attention_backward(dq, dk, dv, Pp ? a.dpk.data() : nullptr, Pp ? a.dpv.data() : nullptr,
+                            a.dscratch.data(), a.datty.data(), A.att.data(), q, k, v,
+                            Pp ? A.pk.data() : nullptr, Pp ? A.pv.data() : nullptr, s);
+    if (Pp > 0) hooks->prefix_backward(li, a.dpk.data(), a.dpv.data(), NKV, hs);
+    zero(a.dln);
+    if (gpt2) {
+      linear_backward(li, Site::qkv, a.dln.data(), a.dqkv.data(), A.ln1.data(), P.qkv_w, P.qkv_b, N, C, 3 * C, hooks);
+    } else {
+      ops::rope_backward(dq, dq, B, Tt, NH, hs, NH * hs, cfg_.rope_theta, Pp);
+      ops::rope_backward(dk, dk, B, Tt, NKV, hs, NKV * hs, cfg_.rope_theta, Pp);
+      linear_backward(li, Site::q, a.dln.data(), dq, A.ln1.data(), P.q_w, P.q_b, N, C, NH * hs, hooks);
+      linear_backward(li, Site::k, a.dln.data(), dk, A.ln1.data(), P.k_w, P.k_b, N, C, NKV * hs, hooks);
+      linear_backward(li, Site::v, a.dln.data(), dv, A.ln1.data(), P.v_w, P.v_b, N, C, NKV * hs, hooks);
+    }
+    norm_backward(a.dres.data(), P.ln1_w, P.ln1_b, a.dln.data(), x_in, A.ln1_mean.data(), A.ln1_rstd.data(), N);
+  }
+
+  if (stop >= 0) return;
+  // Embeddings: token and position tables, and the virtual-token rows for the hook.
+  for (int64_t b = 0; b < B; ++b) {
+    const float* drow = a.dres.data() + b * Tt * C;
+    ops::embedding_backward(wte_->grad, gpt2 && wpe_->grad ? wpe_->grad : nullptr, drow + Pv_ * C,
+                            a.tokens.data() + b * T_, 1, T_, C, Pp + Pv_);
+    if (gpt2 && wpe_->grad)
+      for (int64_t p = 0; p < Pv_; ++p)
+        for (int64_t c = 0; c < C; ++c) wpe_->grad[(Pp + p) * C + c] += drow[p * C + c];
+  }
+  if (Pv_ > 0 && hooks) {
+    std::vector<float> dvt(B * Pv_ * C);
+    for (int64_t b = 0; b < B; ++b)
+      std::copy(a.dres.begin() + b * Tt * C, a.dres.begin() + (b * Tt + Pv_) * C, dvt.begin() + b * Pv_ * C);
+    hooks->virtual_tokens_backward(dvt.data(), B, C);
+  }
+}
+
+const float* Model::embedding_grad() const { return acts_->dres.data(); }
+
+// ---- cached inference ------------------------------------------------------------------
+
+KVCache::KVCache(const ModelConfig& cfg, int64_t B_, int64_t capacity)
+    : B(B_), S(capacity), NKV(cfg.n_kv_head), hs(cfg.head_dim), L(cfg.n_layer) {
+  if (capacity <= 0 || capacity > cfg.max_positions)
+    throw InputError("KV cache capacity " + std::to_string(capacity) + " must be in 1.." +
+                     std::to_string(cfg.max_positions));
+  k.assign(static_cast<size_t>(L * B * NKV * S * hs), 0.0f);
+  v.assign(k.size(), 0.0f);
+}
+
+void Model::forward_cached(const int32_t* tokens, int64_t B, int64_t T, KVCache& cache,
+                           float* logits_out, bool last_only, Hooks* hooks) {
+  TB_CHECK(cache.B == B && cache.L == cfg_.n_layer, "KV cache made for another batch or model");
+  const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
+  const int64_t hs = cfg_.head_dim, S = cache.S, V = cfg_.vocab_size;
+  const bool gpt2 = cfg_.family == Family::gpt2;
+  for (int64_t i = 0; i < B * T; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      throw InputError("forward_cached: token id " + std::to_string(tokens[i]) + " outside the vocabulary");
+  // First call: the prefix (if any) becomes the first positions of every sequence's cache.
+  if (cache.len == 0 && hooks && hooks->prefix_length() > 0) {
+    const int64_t Pp = hooks->prefix_length();
+    if (Pp > S) throw InputError("KV cache smaller than the prefix");
+    std::vector<float> pk(NKV * Pp * hs), pv(NKV * Pp * hs);
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+      hooks->prefix_forward(static_cast<int>(l), pk.data(), pv.data(), NKV, hs);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < NKV; ++h) {
+          std::copy_n(pk.data() + h * Pp * hs, Pp * hs, cache.k_at(l) + (b * NKV + h) * S * hs);
+          std::copy_n(pv.data() + h * Pp * hs, Pp * hs, cache.v_at(l) + (b * NKV + h) * S * hs);
+        }
+    }
+    cache.len = Pp;
+  }
+  const int64_t Pv = (!cache.virtual_done && hooks) ? hooks->num_virtual_tokens() : 0;
+  cache.virtual_done = true;
+  const int64_t Tt = Pv + T, N = B * Tt, pos0 = cache.len;
+  if (pos0 + Tt > S)
+    throw InputError("KV cache full: " + std::to_string(pos0 + Tt) + " positions exceed its capacity of " +
+                     std::to_string(S));
+  thread_local std::vector<float> x, ln, qkv, att, atty, proj, res, f1, f2, f3, vt;
+  fit(x, N * C); fit(ln, N * C); fit(qkv, N * cfg_.qkv_dim()); fit(att, B * NH * Tt * (pos0 + Tt));
+  fit(atty, N * NH * hs); fit(proj, N * C); fit(res, N * C); fit(f1, N * F); fit(f2, N * F);
+  fit(f3, gpt2 ? 0 : N * F);
+  if (Pv > 0) {
+    fit(vt, Pv * C);
+    hooks->virtual_tokens_forward(vt.data(), C);
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    float* row = x.data() + b * Tt * C;
+    for (int64_t p = 0; p < Pv; ++p)
+      for (int64_t c = 0; c < C; ++c) row[p * C + c] = vt[p * C + c] + (gpt2 ? wpe_->data[(pos0 + p) * C + c] : 0.0f);
+    ops::embedding_forward(row + Pv * C, tokens + b * T, wte_->data, gpt2 ? wpe_->data : nullptr, 1, T, C, pos0 + Pv);
+  }
+  std::vector<float> stat(N), stat2(N);
+  for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+    const auto& P = layers_[l];
+    const int li = static_cast<int>(l);
+    norm_forward(ln.data(), stat.data(), stat2.data(), x.data(), P.ln1_w, P.ln1_b, N);
+    ops::AttentionShape s{B, Tt, NH, NKV, hs, pos0};
+    s.extra_bstride = NKV * S * hs;
+    s.extra_hstride = S * hs;
+    float *q, *k, *v;
+    if (gpt2) {
+      linear_forward(li, Site::qkv, qkv.data(), ln.data(), P.qkv_w, P.qkv_b, N, C, 3 * C, hooks, false);
+      q = qkv.data(); k = q + C; v = q + 2 * C;
+      s.q_ld = s.kv_ld = 3 * C;
+    } else {
+      q = qkv.data(); k = q + N * NH * hs; v = k + N * NKV * hs;
+      linear_forward(li, Site::q, q, ln.data(), P.q_w, P.q_b, N, C, NH * hs, hooks, false);
+      linear_forward(li, Site::k, k, ln.data(), P.k_w, P.k_b, N, C, NKV * hs, hooks, false);
+      linear_forward(li, Site::v, v, ln.data(), P.v_w, P.v_b, N, C, NKV * hs, hooks, false);
+      ops::rope_forward(q, q, B, Tt, NH, hs, NH * hs, cfg_.rope_theta, pos0);
+      ops::rope_forward(k, k, B, Tt, NKV, hs, NKV * hs, cfg_.rope_theta, pos0);
+      s.q_ld = NH * hs;
+      s.kv_ld = NKV * hs;
+    }
+    ops::attention_forward(atty.data(), att.data(), q, k, v, pos0 ? cache.k_at(l) : nullptr,
+                           pos0 ? cache.v_at(l) : nullptr, s);
+    // Append this step's keys and values: cache (B, NKV, S, hs) at positions pos0.. .
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < Tt; ++t)
+        for (int64_t h = 0; h < NKV; ++h) {
+          const int64_t src = (b * Tt + t) * s.kv_ld + h * hs;
+          const int64_t dst = ((b * NKV + h) * S + pos0 + t) * hs;
+          std::copy_n(k + src, hs, cache.k_at(l) + dst);
+          std::copy_n(v + src, hs, cache.v_at(l) + dst);
+        }
+    linear_forward(li, Site::o, proj.data(), atty.data(), P.o_w, P.o_b, N, NH * hs, C, hooks, false);
+    if (hooks && hooks->has_after(li, Sublayer::attention)) hooks->after_forward(li, Sublayer::attention, proj.data(), N, C, false);
+    ops::residual_forward(res.data(), x.data(), proj.data(), N * C);
+    norm_forward(ln.data(), stat.data(), stat2.data(), res.data(), P.ln2_w, P.ln2_b, N);
+    if (gpt2) {
+      linear_forward(li, Site::up, f1.data(), ln.data(), P.fc_w, P.fc_b, N, C, F, hooks, false);
+      ops::gelu_forward(f2.data(), f1.data(), N * F);
+      linear_forward(li, Site::down, proj.data(), f2.data(), P.proj_w, P.proj_b, N, F, C, hooks, false);
+    } else {
+      linear_forward(li, Site::gate, f1.data(), ln.data(), P.gate_w, nullptr, N, C, F, hooks, false);
+      linear_forward(li, Site::up, f2.data(), ln.data(), P.up_w, nullptr, N, C, F, hooks, false);
+      ops::swiglu_forward(f3.data(), f1.data(), f2.data(), N * F);
+      linear_forward(li, Site::down, proj.data(), f3.data(), P.down_w, nullptr, N, F, C, hooks, false);
+    }
+    if (hooks && hooks->has_after(li, Sublayer::mlp)) hooks->after_forward(li, Sublayer::mlp, proj.data(), N, C, false);
+    ops::residual_forward(x.data(), res.data(), proj.data(), N * C);
+  }
+  cache.len = pos0 + Tt;
+  norm_forward(ln.data(), stat.data(), stat2.data(), x.data(), lnf_w_, lnf_b_, N);
+  if (last_only) {
+    std::vector<float> last(B * C);
+    for (int64_t b = 0; b < B; ++b) std::copy_n(ln.data() + (b * Tt + Tt - 1) * C, C, last.data() + b * C);
+    ops::linear_forward(logits_out, last.data(), lm_head_->data, nullptr, B, C, V);
+  } else {
+    for (int64_t b = 0; b < B; ++b)
+      ops::linear_forward(logits_out + b * T * V, ln.data() + (b * Tt + Pv) * C, lm_head_->data, nullptr, T, C, V);
+  }
+}
+
+}  // namespace tb

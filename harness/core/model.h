@@ -1,0 +1,164 @@
+// The transformer: GPT-2 and Llama families in one model (RoPE, RMSNorm, SwiGLU, GQA and
+// optional QKV bias on the Llama side; learned positions, LayerNorm, GELU-tanh and fused
+// QKV on the GPT-2 side). Parameters carry their Hugging Face names, so checkpoints map
+// one to one (GPT-2's Conv1D weights are stored transposed to (out, in) at load).
+//
+// One training forward saves every activation backward reads (llm.c style, one block per
+// run); backward starts from the gradient of the final-norm output, so LM heads,
+// classification heads, reward and value heads all sit on top of the same API. Methods
+// reach inside only through Hooks (hooks.h).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/core/hooks.h"
+#include "harness/core/params.h"
+
+namespace tb {
+
+enum class Family { gpt2, llama };
+
+struct ModelConfig {
+  Family family = Family::llama;
+  std::string model_type = "llama";  // gpt2 | llama | qwen2 | mistral
+  int64_t vocab_size = 0;            // V
+  int64_t hidden = 0;                // C
+  int64_t n_layer = 0;               // L
+  int64_t n_head = 0;                // NH
+  int64_t n_kv_head = 0;             // NKV (== NH for GPT-2)
+  int64_t head_dim = 0;              // hs
+  int64_t intermediate = 0;          // F (GPT-2: n_inner, default 4C)
+  int64_t max_positions = 0;         // maxT
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  bool tied_embeddings = true;
+  bool qkv_bias = false;             // GPT-2 always has biases; Qwen2 has q/k/v biases
+  int32_t bos_token_id = -1;
+  int32_t eos_token_id = -1;
+
+  // Parses a Hugging Face config.json; `source` (the file path) prefixes every error, and
+  // a missing, mistyped or out-of-range field throws tb::ModelError naming the field.
+  static ModelConfig from_hf_json(const nlohmann::json& j, const std::string& source);
+  nlohmann::json to_hf_json() const;
+  void validate(const std::string& source) const;
+  int64_t qkv_dim() const { return (n_head + 2 * n_kv_head) * head_dim; }
+};
+
+// Parameter-count arithmetic, used by the trainable-parameter tests and the records.
+int64_t count_params(const ModelConfig& cfg);
+
+// Sequence pooling for embeddings (features, retrieval, reward heads).
+enum class Pool { mean, last };
+
+struct KVCache;
+
+class Model {
+ public:
+  explicit Model(const ModelConfig& cfg);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+
+  // GPT-2-style init: N(0, std) matrices, residual projections scaled by 1/sqrt(2L), zero
+  // biases, unit norms. Deterministic in `seed`.
+  void init_random(uint64_t seed, float std = 0.02f);
+
+  // Forward over right-padded sequences tokens (B,T). With hooks, P virtual tokens are
+  // prepended (seq_len() = P + T) and prefix K/V are attended to. `training` keeps what
+  // backward needs and passes `training` to hooks (dropout etc.).
+  void forward(const int32_t* tokens /*(B,T)*/, int64_t B, int64_t T, Hooks* hooks = nullptr,
+               bool training = false);
+  int64_t batch() const { return B_; }
+  int64_t seq_len() const { return Tt_; }          // P_virtual + T
+  int64_t virtual_tokens() const { return Pv_; }
+  // Final-norm output (B, seq_len, C) of the last forward.
+  const float* final_hidden() const;
+  // Residual stream after layer l (Hugging Face hidden_states numbering): 0 = embeddings,
+  // l = after block l-1, L = final-norm output. (B, seq_len, C).
+  const float* hidden_state(int layer) const;
+  // Pooled hidden state of `layer` over the real tokens; lengths (B) counts real tokens
+  // (virtual tokens are excluded from the mean, and "last" is the last real token).
+  void pool(float* out /*(B,C)*/, int layer, Pool kind, const int32_t* lengths /*(B)*/) const;
+
+  // LM head over every position of the last forward: (B*seq_len, V).
+  void logits(float* out) const;
+  // Mean cross-entropy of the real positions against targets (B,T) (ignore_index skipped);
+  // keeps dlogits for backward_lm(). Returns the mean loss and sets `count`.
+  float lm_loss(const int32_t* targets /*(B,T)*/, int64_t* count = nullptr,
+                int32_t ignore_index = -100);
+  // Backward of the last lm_loss() (gradient scale 1/count × loss_scale).
+  void backward_lm(Hooks* hooks = nullptr, float loss_scale = 1.0f);
+  // Backward from a gradient of the final-norm output; accumulates into trainable params'
+  // grads and calls the hooks' backward counterparts.
+  void backward(const float* dfinal /*(B,seq_len,C)*/, Hooks* hooks = nullptr);
+  // The gradient of the embedding output (B, seq_len, C) after backward reached it.
+  const float* embedding_grad() const;
+
+  // Lowest block index backward runs through, given trainable flags and hooks.
+  int lowest_backward_layer(Hooks* hooks) const;
+
+  // Inference with a KV cache: appends tokens (B,T) to the cache and writes the logits of
+  // every new position (B,T,V) (or, if last_only, of the last one: (B,V)).
+  void forward_cached(const int32_t* tokens, int64_t B, int64_t T, KVCache& cache,
+                      float* logits_out, bool last_only = false, Hooks* hooks = nullptr);
+
+  // Activation bytes of the last forward (the analytic memory breakdown reads this).
+  int64_t activation_bytes() const;
+
+ private:
+  struct LayerParams;
+  struct Acts;
+  void declare_params();
+  void bind_params();
+  void ensure_acts(int64_t B, int64_t Tt, int64_t Pp);
+  void norm_forward(float* out, float* mean, float* rstd, const float* x, const Param* w,
+                    const Param* b, int64_t N) const;
+  void norm_backward(float* dx, const Param* w, const Param* b, const float* dout,
+                     const float* x, const float* mean, const float* rstd, int64_t N) const;
+  void linear_forward(int layer, Site site, float* y, const float* x, const Param* w,
+                      const Param* b, int64_t N, int64_t IC, int64_t OC, Hooks* hooks,
+                      bool training) const;
+  void linear_backward(int layer, Site site, float* dx, const float* dy, const float* x,
+                       const Param* w, const Param* b, int64_t N, int64_t IC, int64_t OC,
+                       Hooks* hooks) const;
+
+  ModelConfig cfg_;
+  ParamStore params_;
+  std::vector<LayerParams> layers_;
+  Param* wte_ = nullptr;
+  Param* wpe_ = nullptr;
+  Param* lnf_w_ = nullptr;
+  Param* lnf_b_ = nullptr;
+  Param* lm_head_ = nullptr;  // == wte_ when tied
+
+  std::unique_ptr<Acts> acts_;
+  int64_t B_ = 0, T_ = 0, Tt_ = 0, Pv_ = 0, Pp_ = 0;
+  bool trained_forward_ = false;
+  std::vector<int32_t> loss_targets_;
+  std::vector<float> logits_buf_, dlogits_buf_;
+  int64_t loss_count_ = 0;
+  int32_t ignore_index_ = -100;
+};
+
+// Per-layer key/value cache for incremental decoding: layout (B, NKV, S, hs) per layer.
+struct KVCache {
+  KVCache(const ModelConfig& cfg, int64_t B, int64_t capacity);
+  int64_t B, S, len = 0;
+  int64_t NKV, hs, L;
+  std::vector<float> k, v;  // (L, B, NKV, S, hs)
+  bool virtual_done = false;
+  float* k_at(int64_t layer) { return k.data() + layer * B * NKV * S * hs; }
+  float* v_at(int64_t layer) { return v.data() + layer * B * NKV * S * hs; }
+  int64_t bytes() const { return static_cast<int64_t>((k.size() + v.size()) * sizeof(float)); }
+};
+
+}  // namespace tb
