@@ -5,6 +5,13 @@ namespace tb::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
+      {"inspect", "print tensors, shapes, dtypes and config of a checkpoint", cmd_inspect},
+      {"tokenize", "encode a text with a model directory's tokenizer and print the ids", cmd_tokenize},
+      {"list", "list tasks (with split sizes), methods or models", cmd_list},
+      {"logits", "print the logits of every position of a token sequence", cmd_logits},
+      {"generate", "sample a continuation of a prompt", cmd_generate},
+      {"pretrain", "pretrain a base model on the installed text packages", cmd_pretrain},
+      {"data", "build the task suite's normalised data (done on demand otherwise)", cmd_data},
   };
   return table;
 }

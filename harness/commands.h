@@ -20,5 +20,12 @@ struct Command {
 // The table of every subcommand, in the order `tunebench --help` lists them.
 const std::vector<Command>& commands();
 
+int cmd_inspect(const Args& args);
+int cmd_tokenize(const Args& args);
+int cmd_list(const Args& args);
+int cmd_data(const Args& args);
+int cmd_logits(const Args& args);
+int cmd_generate(const Args& args);
+int cmd_pretrain(const Args& args);
 
 }  // namespace tb::cli

@@ -45,6 +45,13 @@ class AdamW {
   // Global L2 norm of all gradients in the optimizer's groups.
   double grad_norm() const;
 
+  // Checkpointing: the moments as one flat array each (params in group order) and the
+  // step count, so a resumed run continues bit for bit.
+  int64_t state_count() const { return static_cast<int64_t>(state_count_); }
+  float* first_moments() { return m_.get(); }
+  float* second_moments() { return v_.get(); }
+  void set_steps(int64_t t) { t_ = t; }
+
  private:
   std::vector<ParamGroup> groups_;
   AdamWConfig cfg_;
