@@ -554,11 +554,22 @@ void Model::pool(float* out, int layer, Pool kind, const int32_t* lengths) const
   }
 }
 
+void Model::pool_backward(float* dhidden, Pool kind, const int32_t* lengths, const float* dpooled) const {
+  const int64_t C = cfg_.hidden, Tr = Tt_ - Pv_;
+  for (int64_t b = 0; b < B_; ++b) {
+    float* rows = dhidden + (b * Tt_ + Pv_) * C;
+    if (kind == Pool::mean)
+      ops::mean_pool_backward(rows, dpooled + b * C, lengths + b, 1, Tr, C);
+    else
+      ops::last_pool_backward(rows, dpooled + b * C, lengths + b, 1, Tr, C);
+  }
+}
+
 void Model::logits(float* out) const {
   ops::linear_forward(out, final_hidden(), lm_head_->data, nullptr, B_ * Tt_, cfg_.hidden, cfg_.vocab_size);
 }
 
-float Model::lm_loss(const int32_t* targets, int64_t* count, int32_t ignore_index) {
+int64_t Model::lm_losses(const int32_t* targets, float* losses, int32_t ignore_index) {
   const int64_t N = B_ * Tt_, V = cfg_.vocab_size;
   fit(logits_buf_, N * V);
   logits(logits_buf_.data());
@@ -572,21 +583,36 @@ float Model::lm_loss(const int32_t* targets, int64_t* count, int32_t ignore_inde
         throw InputError("lm_loss: target id " + std::to_string(y) + " outside the vocabulary");
       loss_targets_[b * Tt_ + Pv_ + t] = y;
     }
-  std::vector<float> losses(N);
-  loss_count_ = ops::cross_entropy_forward(losses.data(), logits_buf_.data(), loss_targets_.data(), N, V, ignore_index);
-  if (count) *count = loss_count_;
+  std::vector<float> all(N);
+  loss_count_ = ops::cross_entropy_forward(all.data(), logits_buf_.data(), loss_targets_.data(), N, V, ignore_index);
+  for (int64_t b = 0; b < B_; ++b)
+    for (int64_t t = 0; t < T_; ++t) losses[b * T_ + t] = all[b * Tt_ + Pv_ + t];
+  return loss_count_;
+}
+
+float Model::lm_loss(const int32_t* targets, int64_t* count, int32_t ignore_index) {
+  std::vector<float> losses(B_ * T_);
+  const int64_t n = lm_losses(targets, losses.data(), ignore_index);
+  if (count) *count = n;
   double sum = 0.0;
   for (float l : losses) sum += l;
-  return loss_count_ ? static_cast<float>(sum / static_cast<double>(loss_count_)) : 0.0f;
+  return n ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
 }
 
 void Model::backward_lm(Hooks* hooks, float loss_scale) {
+  const float scale = loss_count_ ? loss_scale / static_cast<float>(loss_count_) : 0.0f;
+  std::vector<float> dl(B_ * T_, scale);
+  backward_lm_rows(dl.data(), hooks);
+}
+
+void Model::backward_lm_rows(const float* dlosses, Hooks* hooks) {
   TB_CHECK(!loss_targets_.empty(), "backward_lm without lm_loss");
   const int64_t N = B_ * Tt_, V = cfg_.vocab_size, C = cfg_.hidden;
   fit(dlogits_buf_, N * V);
   zero(dlogits_buf_);
-  const float scale = loss_count_ ? loss_scale / static_cast<float>(loss_count_) : 0.0f;
-  std::vector<float> dl(N, scale);
+  std::vector<float> dl(N, 0.0f);
+  for (int64_t b = 0; b < B_; ++b)
+    for (int64_t t = 0; t < T_; ++t) dl[b * Tt_ + Pv_ + t] = dlosses[b * T_ + t];
   ops::cross_entropy_backward(dlogits_buf_.data(), dl.data(), logits_buf_.data(), loss_targets_.data(),
                               N, V, ignore_index_);
   std::vector<float> dfinal(N * C, 0.0f);

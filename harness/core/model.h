@@ -88,6 +88,9 @@ class Model {
   // Pooled hidden state of `layer` over the real tokens; lengths (B) counts real tokens
   // (virtual tokens are excluded from the mean, and "last" is the last real token).
   void pool(float* out /*(B,C)*/, int layer, Pool kind, const int32_t* lengths /*(B)*/) const;
+  // Backward of pool(): accumulates dpooled into dhidden (B, seq_len, C).
+  void pool_backward(float* dhidden, Pool kind, const int32_t* lengths /*(B)*/,
+                     const float* dpooled /*(B,C)*/) const;
 
   // LM head over every position of the last forward: (B*seq_len, V).
   void logits(float* out) const;
@@ -97,6 +100,12 @@ class Model {
                 int32_t ignore_index = -100);
   // Backward of the last lm_loss() (gradient scale 1/count × loss_scale).
   void backward_lm(Hooks* hooks = nullptr, float loss_scale = 1.0f);
+  // Per-position cross-entropy of the real positions: losses (B,T), 0 where ignored. Keeps
+  // what backward_lm_rows() needs. Returns the number of non-ignored positions.
+  int64_t lm_losses(const int32_t* targets /*(B,T)*/, float* losses /*(B,T)*/,
+                    int32_t ignore_index = -100);
+  // Backward of the last lm_losses() with a gradient per position: dlosses (B,T).
+  void backward_lm_rows(const float* dlosses /*(B,T)*/, Hooks* hooks = nullptr);
   // Backward from a gradient of the final-norm output; accumulates into trainable params'
   // grads and calls the hooks' backward counterparts.
   void backward(const float* dfinal /*(B,seq_len,C)*/, Hooks* hooks = nullptr);

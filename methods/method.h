@@ -1,0 +1,158 @@
+// The method interface: every way of using or adapting a pretrained model is one class
+// behind this interface, in one file of methods/, registered by name with its options.
+// The runner (harness/runner.*) gives a method a RunContext (model, tokenizer, task, seed,
+// options, meter), calls prepare() (train, build an index, or select a prompt on train +
+// dev), then predict() on the test split, and turns predictions into metrics and a record.
+//
+// Methods reach the core only through Hooks (harness/core/hooks.h) and the model's public
+// API; the shared training loop lives in methods/trainer.h.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "harness/core/hooks.h"
+#include "harness/core/model.h"
+#include "harness/core/tokenizer.h"
+#include "tasks/metrics.h"
+#include "tasks/task.h"
+
+namespace tb::methods {
+
+// ---- options ---------------------------------------------------------------------------
+
+struct OptionSpec {
+  std::string name;           // without the method prefix: "rank" for --lora.rank
+  std::string default_value;  // as text; "" means "no default"
+  std::string help;
+};
+
+// A method's options, already checked against its OptionSpecs (unknown names are rejected
+// by the runner with an InputError naming --<method>.<name> or the suite file's key).
+class Options {
+ public:
+  Options() = default;
+  Options(std::string method, std::map<std::string, std::string> values)
+      : method_(std::move(method)), values_(std::move(values)) {}
+  // Typed getters; a value that does not parse is an InputError naming --<method>.<name>.
+  std::string str(const std::string& name) const;
+  int64_t integer(const std::string& name) const;
+  double number(const std::string& name) const;
+  bool flag(const std::string& name) const;  // true/false/1/0/yes/no
+  std::vector<int64_t> int_list(const std::string& name) const;  // "0,1,4,8"
+  std::vector<std::string> str_list(const std::string& name) const;
+  bool has(const std::string& name) const { return values_.count(name) > 0; }
+  const std::map<std::string, std::string>& values() const { return values_; }
+  const std::string& method() const { return method_; }
+
+ private:
+  const std::string& raw(const std::string& name) const;
+  std::string method_;
+  std::map<std::string, std::string> values_;
+};
+
+// ---- what a run measures ---------------------------------------------------------------
+
+struct LossPoint {
+  int64_t step;
+  double loss;
+  double dev_metric = NAN;  // set at evaluation points
+};
+
+// Filled by methods (and by the shared trainer); the runner adds wall times and RSS.
+struct Meter {
+  int64_t train_tokens = 0;
+  double train_seconds = 0.0;
+  int64_t steps = 0;
+  int64_t epochs = 0;
+  std::vector<LossPoint> loss_curve;
+  int64_t eval_tokens = 0;
+  double eval_seconds = 0.0;
+  // Analytic memory breakdown in bytes: weights, gradients, optimizer_state, activations,
+  // kv_cache, index (keys as in DESIGN.md's record).
+  std::map<std::string, int64_t> memory;
+  // Model FLOPs of training and evaluation (forward = 2·params·tokens + attention; backward
+  // counted for what actually ran).
+  double train_flops = 0.0;
+  double eval_flops = 0.0;
+  // Method-specific facts for the record (chosen template, truncation counts, index size,
+  // selected epoch, ...).
+  nlohmann::json details = nlohmann::json::object();
+  // Metrics only the method can compute from what it ran (kl, win_rate, mean_reward of a
+  // policy); the runner adds them to the record's metrics next to those of the predictions.
+  std::vector<tasks::MetricValue> metrics;
+  std::string status = "ok";  // ok | diverged (set by the trainer on a non-finite loss)
+  std::string status_message;
+  // Progress reporting: the runner installs a callback that prints its progress line.
+  std::function<void(const std::string& phase, int64_t step, int64_t total, double loss)> progress;
+};
+
+struct RunContext {
+  Model& model;                       // the loaded base model; methods may change it
+  const Tokenizer& tokenizer;
+  const tasks::Task& task;
+  uint64_t seed = 0;
+  Options options;
+  Meter& meter;
+  int64_t limit = 0;                  // cap on examples per split (smoke runs); 0 = all
+  std::filesystem::path cache_dir;    // for feature caches, index databases
+  std::string model_hash;             // sha256 of the model weights (cache keys)
+  // Splits after --limit; train may be empty for tasks without one.
+  const std::vector<tasks::Example>& train;
+  const std::vector<tasks::Example>& dev;
+};
+
+// One prediction per test example. classify / multiple_choice: `label`; retrieval: the
+// ranked document ids; generate: `text`; `scores` holds per-class scores when available.
+struct Prediction {
+  int label = -1;
+  std::vector<double> scores;
+  std::vector<std::string> ranking;
+  std::string text;
+};
+
+// ---- the interface ---------------------------------------------------------------------
+
+class Method {
+ public:
+  virtual ~Method() = default;
+  // Train / index / select on ctx.train and ctx.dev. Throws on error; records divergence
+  // in ctx.meter.status.
+  virtual void prepare(RunContext& ctx) = 0;
+  virtual std::vector<Prediction> predict(RunContext& ctx, const std::vector<tasks::Example>& examples) = 0;
+  // Exact count of parameters this method trained (0 for icl/prompt/index).
+  virtual int64_t trainable_params() const = 0;
+  // Writes what the method must store to reproduce its predictions (the trainable delta,
+  // as safetensors); returns the bytes written (0 when there is nothing to store).
+  virtual int64_t save_adaptation(const std::filesystem::path& dir) const = 0;
+  // Hooks to apply when measuring forgetting on heldout-lm (the adapted model's LM loss);
+  // nullptr with changes_base() false means the base behaviour is untouched.
+  virtual Hooks* lm_hooks() { return nullptr; }
+  virtual bool changes_base() const { return false; }
+};
+
+struct MethodInfo {
+  std::string name;
+  std::string summary;
+  std::vector<OptionSpec> options;
+  std::function<std::unique_ptr<Method>()> make;
+  // Output types of tasks this method runs on (others are recorded as skipped).
+  std::vector<tasks::OutputType> supports;
+  // Finer applicability within `supports` (lexicon: negative/positive sentiment tasks only);
+  // empty = every task of a supported output type. The runner skips pairs that do not
+  // apply instead of recording them as failed.
+  std::function<bool(const tasks::Task&)> applies;
+};
+
+// Every method, in the order of DESIGN.md's table. Each methods/<name>.cpp defines a
+// `MethodInfo <name>_method_info()` and the registry lists them.
+const std::vector<MethodInfo>& registry();
+const MethodInfo& find(const std::string& name);  // InputError listing the known names
+
+}  // namespace tb::methods

@@ -1,0 +1,116 @@
+// The shared training loop of every method that trains (head, full, lora, adapter,
+// softprompt, prefix; rlhf reuses its pieces): batching of right-padded sequences, AdamW
+// with warm-up + cosine or linear decay, gradient clipping, evaluation on dev every epoch,
+// best-on-dev selection (the best epoch's trainable weights are restored), early stopping
+// and divergence detection (a non-finite loss sets the meter's status to "diverged").
+//
+// Two objectives for classification and multiple-choice tasks:
+//  - head (default): a new linear classifier on the pooled final hidden state;
+//  - lm: each label's verbaliser (or each choice) is scored by its log-likelihood after the
+//    rendered prompt, trained with cross-entropy over the candidates' summed log-probs.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/core/optimizer.h"
+#include "harness/core/params.h"
+#include "methods/method.h"
+
+namespace tb::methods {
+
+// Defaults differ per method (a LoRA wants a larger lr than full finetuning).
+struct TrainDefaults {
+  double lr = 1e-3;
+  int64_t epochs = 4;
+  int64_t batch = 16;
+  double weight_decay = 0.0;
+  std::string objective = "head";
+};
+
+// The common options, namespaced under each training method (--lora.lr, --full.epochs...):
+// lr, epochs, batch, warmup (fraction of steps), schedule (cosine|linear|constant),
+// weight-decay, clip, max-length, patience, objective (head|lm), pool (last|mean).
+std::vector<OptionSpec> training_option_specs(const TrainDefaults& d);
+
+struct TrainConfig {
+  double lr = 1e-3;
+  int64_t epochs = 4;
+  int64_t batch = 16;
+  double warmup = 0.06;
+  Schedule schedule = Schedule::cosine;
+  double weight_decay = 0.0;
+  double clip = 1.0;
+  int64_t max_length = 128;
+  int64_t patience = 2;
+  std::string objective = "head";  // head | lm
+  Pool pool = Pool::last;
+  static TrainConfig from(const Options& o);
+};
+
+// A linear classifier on a pooled hidden state: logits (B,K) = pooled (B,C) · Wᵀ + b.
+class ClassifierHead {
+ public:
+  ClassifierHead(int64_t C, int64_t K, uint64_t seed);
+  ParamStore& store() { return store_; }
+  const ParamStore& store() const { return store_; }
+  void forward(float* logits /*(B,K)*/, const float* pooled /*(B,C)*/, int64_t B) const;
+  // Accumulates dW, db; dpooled may be null.
+  void backward(float* dpooled /*(B,C) or null*/, const float* dlogits /*(B,K)*/,
+                const float* pooled /*(B,C)*/, int64_t B);
+  int64_t C() const { return C_; }
+  int64_t K() const { return K_; }
+
+ private:
+  int64_t C_, K_;
+  ParamStore store_;
+};
+
+// What a method trains besides an optional head: its hooks and its own parameter stores,
+// plus whichever base-model parameters it flagged trainable (Model::params()).
+struct Adaptation {
+  Hooks* hooks = nullptr;
+  std::vector<ParamStore*> stores;
+};
+
+class ClassificationTrainer {
+ public:
+  ClassificationTrainer(RunContext& ctx, const TrainConfig& cfg, Adaptation adaptation);
+  ~ClassificationTrainer();
+
+  // Trains on ctx.train, selects on ctx.dev, fills ctx.meter (loss curve, steps, tokens,
+  // times, memory breakdown, details.best_epoch).
+  void fit();
+  std::vector<Prediction> predict(const std::vector<tasks::Example>& examples);
+
+  // Hooks used by predict() (e.g. none after LoRA is merged into the base weights).
+  void set_hooks(Hooks* hooks) { adaptation_.hooks = hooks; }
+  // Trainable parameters of the head (0 with the lm objective).
+  int64_t head_params() const;
+  const ClassifierHead* head() const { return head_.get(); }
+  // Accuracy of `examples` under the current weights (used for dev selection).
+  double accuracy(const std::vector<tasks::Example>& examples);
+
+ private:
+  double train_epoch(int64_t epoch, AdamW& opt, int64_t& step, int64_t total_steps);
+  std::vector<std::vector<double>> class_scores(const std::vector<tasks::Example>& examples);
+  void snapshot(std::vector<std::vector<float>>& dst) const;
+  void restore(const std::vector<std::vector<float>>& src);
+  std::vector<ParamStore*> all_stores();
+
+  RunContext& ctx_;
+  TrainConfig cfg_;
+  Adaptation adaptation_;
+  std::unique_ptr<ClassifierHead> head_;
+  int64_t num_classes_ = 0;
+};
+
+// Count of trainable values across stores (trainable flags set).
+int64_t count_trainable(const std::vector<const ParamStore*>& stores);
+
+// Saves every trainable parameter of the stores (and the model's trainable base params when
+// include_base) as one safetensors file dir/adaptation.safetensors; returns its size.
+int64_t save_trainable(const std::filesystem::path& dir, const std::vector<const ParamStore*>& stores);
+
+}  // namespace tb::methods
