@@ -78,9 +78,17 @@ struct LinearData {
   int64_t N, IC, OC;
   std::vector<float> x, w, bias, out, dout, dx, dw, db;
   explicit LinearData(const benchmark::State& s)
-      : N(s.range(0)), IC(s.range(1)), OC(s.range(2)), x(random_vec(N * IC, 1)),
-        w(random_vec(OC * IC, 2, 0.02f)), bias(random_vec(OC, 3)), out(N * OC),
-        dout(random_vec(N * OC, 4)), dx(N * IC, 0.0f), dw(OC * IC, 0.0f), db(OC, 0.0f) {}
+      : N(s.range(0)),
+        IC(s.range(1)),
+        OC(s.range(2)),
+        x(random_vec(N * IC, 1)),
+        w(random_vec(OC * IC, 2, 0.02f)),
+        bias(random_vec(OC, 3)),
+        out(N * OC),
+        dout(random_vec(N * OC, 4)),
+        dx(N * IC, 0.0f),
+        dw(OC * IC, 0.0f),
+        db(OC, 0.0f) {}
   double flops() const { return 2.0 * N * IC * OC; }
 };
 
@@ -117,7 +125,10 @@ void BM_LinearBackwardDbias(benchmark::State& state) {
                              d.N, d.IC, d.OC);
   set_bytes(state, 4.0 * d.N * d.OC);
 }
-BENCHMARK(BM_LinearBackwardDbias)->Args({512, 768, 3072})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LinearBackwardDbias)
+    ->Args({512, 768, 3072})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 // ---- attention --------------------------------------------------------------------------
 
@@ -193,7 +204,8 @@ BENCHMARK(BM_LayerNormForward)->Args({512, 768})->Unit(benchmark::kMicrosecond)-
 
 void BM_LayerNormBackward(benchmark::State& state) {
   const int64_t N = state.range(0), C = state.range(1);
-  auto x = random_vec(N * C, 1), w = random_vec(C, 2), b = random_vec(C, 3), dy = random_vec(N * C, 4);
+  auto x = random_vec(N * C, 1), w = random_vec(C, 2), b = random_vec(C, 3),
+       dy = random_vec(N * C, 4);
   std::vector<float> out(N * C), mean(N), rstd(N), dx(N * C, 0.0f), dw(C, 0.0f), db(C, 0.0f);
   tb::ops::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N,
                              C, 1e-5f);
@@ -220,7 +232,8 @@ void BM_RmsNormBackward(benchmark::State& state) {
   std::vector<float> out(N * C), rstd(N), dx(N * C, 0.0f), dw(C, 0.0f);
   tb::ops::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-6f);
   for (auto _ : state)
-    tb::ops::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N, C);
+    tb::ops::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N,
+                              C);
   set_bytes(state, 16.0 * N * C);
 }
 BENCHMARK(BM_RmsNormBackward)->Args({512, 768})->Unit(benchmark::kMicrosecond)->UseRealTime();
@@ -257,7 +270,8 @@ void BM_SwiGluBackward(benchmark::State& state) {
   const int64_t n = state.range(0);
   auto g = random_vec(n, 1), u = random_vec(n, 2), dy = random_vec(n, 3);
   std::vector<float> dg(n, 0.0f), du(n, 0.0f);
-  for (auto _ : state) tb::ops::swiglu_backward(dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
+  for (auto _ : state)
+    tb::ops::swiglu_backward(dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
   set_bytes(state, 28.0 * n);
 }
 BENCHMARK(BM_SwiGluBackward)->Arg(512 * 3072)->Unit(benchmark::kMicrosecond)->UseRealTime();
@@ -267,8 +281,7 @@ void BM_RopeForward(benchmark::State& state) {
   const int64_t B = state.range(0), T = state.range(1), NH = state.range(2), hs = state.range(3);
   const int64_t ld = 3 * NH * hs;
   auto qkv = random_vec(B * T * ld, 1);
-  for (auto _ : state)
-    tb::ops::rope_forward(qkv.data(), qkv.data(), B, T, NH, hs, ld, 10000.0f);
+  for (auto _ : state) tb::ops::rope_forward(qkv.data(), qkv.data(), B, T, NH, hs, ld, 10000.0f);
   set_bytes(state, 8.0 * B * T * NH * hs);
 }
 BENCHMARK(BM_RopeForward)->Args({4, 128, 12, 64})->Unit(benchmark::kMicrosecond)->UseRealTime();

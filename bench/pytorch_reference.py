@@ -22,6 +22,9 @@
 # bf16 = forward and loss under torch.autocast('cpu', dtype=torch.bfloat16); master weights,
 # gradients and optimizer state stay fp32. tokens/s = B*T*steps / wall seconds of the timed
 # steps, after warm-up steps that are not timed.
+# Threads: torch.set_num_threads(--threads, default all cores) for torch's OpenMP pool;
+# OMP_WAIT_POLICY=PASSIVE unless the environment sets it (see below); OpenBLAS (fp32 matmuls
+# of Debian's torch) keeps its own pool, sized by --blas-threads or OPENBLAS_NUM_THREADS.
 #
 # Usage: /usr/bin/python3 bench/pytorch_reference.py [--shapes small,124m]
 #          [--cases full,lora,head,infer] [--precisions f32,bf16] [--steps N] [--warmup N]
@@ -87,6 +90,10 @@ def parse_args():
 
 
 args = parse_args()
+# libgomp reads OMP_WAIT_POLICY once, when torch loads it. Busy-waiting OpenMP workers fight
+# OpenBLAS's own thread pool (and any other process) for the 2 cores: with the default policy
+# the same case varied 3-10x between runs here; passive waiting gave repeatable figures.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if args.blas_threads is not None:
     # OpenBLAS sizes its pool once, when the library loads with torch.
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)

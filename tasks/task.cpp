@@ -398,8 +398,9 @@ const std::vector<Example>& Task::split(std::string_view name) const {
   return it->second;
 }
 
-std::string Task::render(const Example& ex) const {
-  const std::string& t = spec_.prompt_template;
+std::string Task::render(const Example& ex) const { return render(ex, spec_.prompt_template); }
+
+std::string Task::render(const Example& ex, std::string_view t) const {
   std::string out;
   for (std::size_t i = 0; i < t.size(); ++i) {
     if ((t[i] == '{' || t[i] == '}') && i + 1 < t.size() && t[i + 1] == t[i]) {
@@ -411,7 +412,7 @@ std::string Task::render(const Example& ex) const {
       continue;
     }
     std::size_t e = t.find('}', i);
-    const std::string name = t.substr(i + 1, e - i - 1);
+    const std::string name(t.substr(i + 1, e - i - 1));
     if (name == "text") {
       out += ex.text;
     } else if (name == "choices") {

@@ -105,6 +105,9 @@ class Task {
   // The prompt of an example: the template with {text}, {choices} (one "A. word" per line),
   // {label} (the gold verbaliser, for demonstrations) and any extra field substituted.
   std::string render(const Example& ex) const;
+  // The same with another template (the prompt method's template search); placeholders
+  // are those of the spec's template.
+  std::string render(const Example& ex, std::string_view prompt_template) const;
 
   // preference tasks: the gold judge's reward for continuing `prompt` with `continuation` —
   // AFINN score of (prompt + " " + continuation) minus the score of the prompt alone, i.e.

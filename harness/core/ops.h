@@ -126,7 +126,7 @@ void cross_entropy_backward(float* dlogits /*(N,V)*/, const float* dlosses /*(N)
                             int64_t N, int64_t V, int32_t ignore_index = -100);
 
 // ---- pooling over right-padded sequences ----------------------------------------------
-// lengths[b] in [1, T]: the number of real tokens of sequence b.
+// lengths[b] in [1, T]: the number of real tokens of sequence b; others throw tb::InputError.
 void mean_pool_forward(float* out /*(B,C)*/, const float* inp /*(B,T,C)*/,
                        const int32_t* lengths /*(B)*/, int64_t B, int64_t T, int64_t C);
 void mean_pool_backward(float* dinp /*(B,T,C)*/, const float* dout /*(B,C)*/,

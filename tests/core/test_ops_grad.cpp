@@ -16,7 +16,9 @@ namespace {
 namespace ref = tb::ops::ref;
 constexpr double kFdTol = 1e-6;
 
-VecD randd(int64_t n, uint64_t seed, float scale = 1.0f) { return to_double(randn(n, seed, scale)); }
+VecD randd(int64_t n, uint64_t seed, float scale = 1.0f) {
+  return to_double(randn(n, seed, scale));
+}
 
 TEST(OpsGrad, Embedding) {
   const int64_t B = 2, T = 3, C = 4, V = 5, maxT = 8, pos0 = 2;
@@ -53,8 +55,8 @@ TEST(OpsGrad, LayerNorm) {
   VecD x = randd(N * C, 1, 2.0f), w = randd(C, 2), b = randd(C, 3), r = randd(N * C, 4);
   VecD out(N * C), mean(N), rstd(N);
   auto f = [&] {
-    ref::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N,
-                           C, 1e-5);
+    ref::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C,
+                           1e-5);
     return dot(r, out);
   };
   f();
@@ -130,8 +132,9 @@ TEST(OpsGrad, Rope) {
 // buffers, so the strided and the dense layouts are both exercised.
 struct AttnCase {
   int64_t B, T, NH, NKV, hs, P;
-  bool per_sequence_prefix;  // extra_bstride = NKV·P·hs instead of 0
+  bool per_sequence_prefix;  // extra_bstride = NKV·S·hs instead of 0
   bool fused;
+  int64_t S = 0;  // rows per kv head of a prefix block (a KV cache's capacity); 0 means P
 };
 
 class OpsGradAttention : public ::testing::TestWithParam<AttnCase> {};
@@ -146,16 +149,18 @@ TEST_P(OpsGradAttention, MatchesFiniteDifferences) {
   const int64_t n_qkv = c.B * c.T * (qw + 2 * kw);
   const int64_t q_off = 0, k_off = c.fused ? qw : c.B * c.T * qw,
                 v_off = c.fused ? qw + kw : c.B * c.T * (qw + kw);
-  if (c.per_sequence_prefix) s.extra_bstride = c.NKV * c.P * c.hs;
-  const int64_t n_prefix = (c.per_sequence_prefix ? c.B : 1) * c.NKV * c.P * c.hs;
+  const int64_t S = c.S ? c.S : c.P;
+  s.extra_hstride = S * c.hs;
+  if (c.per_sequence_prefix) s.extra_bstride = c.NKV * S * c.hs;
+  const int64_t n_prefix = (c.per_sequence_prefix ? c.B : 1) * c.NKV * S * c.hs;
   const int64_t L = c.P + c.T;
 
   VecD qkv = randd(n_qkv, 11), pk = randd(n_prefix, 12), pv = randd(n_prefix, 13);
   VecD r = randd(c.B * c.T * qw, 14), out(c.B * c.T * qw), att(c.B * c.NH * c.T * L);
   auto f = [&] {
     ref::attention_forward(out.data(), att.data(), qkv.data() + q_off, qkv.data() + k_off,
-                           qkv.data() + v_off, c.P ? pk.data() : nullptr,
-                           c.P ? pv.data() : nullptr, s);
+                           qkv.data() + v_off, c.P ? pk.data() : nullptr, c.P ? pv.data() : nullptr,
+                           s);
     return dot(r, out);
   };
   f();
@@ -176,8 +181,8 @@ TEST_P(OpsGradAttention, MatchesFiniteDifferences) {
   ref::attention_backward(dqkv.data() + q_off, dqkv.data() + k_off, dqkv.data() + v_off,
                           c.P ? dpk.data() : nullptr, c.P ? dpv.data() : nullptr, scratch.data(),
                           r.data(), att.data(), qkv.data() + q_off, qkv.data() + k_off,
-                          qkv.data() + v_off, c.P ? pk.data() : nullptr,
-                          c.P ? pv.data() : nullptr, s);
+                          qkv.data() + v_off, c.P ? pk.data() : nullptr, c.P ? pv.data() : nullptr,
+                          s);
   EXPECT_LT(fd_error(qkv, dqkv, f, 1000), kFdTol);
   if (c.P) {
     EXPECT_LT(fd_error(pk, dpk, f, 1000), kFdTol);
@@ -187,12 +192,13 @@ TEST_P(OpsGradAttention, MatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, OpsGradAttention,
-    ::testing::Values(AttnCase{2, 4, 2, 2, 3, 0, false, false},  // MHA, no prefix
-                      AttnCase{2, 4, 4, 2, 4, 0, false, true},   // GQA 2, fused QKV
-                      AttnCase{1, 3, 4, 1, 2, 2, false, true},   // GQA 4 (MQA), shared prefix
-                      AttnCase{2, 3, 4, 2, 3, 2, false, false},  // shared prefix over B
-                      AttnCase{2, 3, 2, 1, 4, 3, true, true},    // per-sequence block (KV cache)
-                      AttnCase{3, 1, 2, 2, 2, 2, true, false})); // T = 1 decode step
+    ::testing::Values(AttnCase{2, 4, 2, 2, 3, 0, false, false},   // MHA, no prefix
+                      AttnCase{2, 4, 4, 2, 4, 0, false, true},    // GQA 2, fused QKV
+                      AttnCase{1, 3, 4, 1, 2, 2, false, true},    // GQA 4 (MQA), shared prefix
+                      AttnCase{2, 3, 4, 2, 3, 2, false, false},   // shared prefix over B
+                      AttnCase{2, 3, 2, 1, 4, 3, true, true},     // per-sequence block
+                      AttnCase{2, 3, 4, 2, 2, 2, true, true, 5},  // KV cache of capacity 5
+                      AttnCase{3, 1, 2, 2, 2, 2, true, false}));  // T = 1 decode step
 
 TEST(OpsGrad, Residual) {
   const int64_t n = 9;

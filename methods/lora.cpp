@@ -1,0 +1,375 @@
+// LoRA as a delta hook (see lora.h), and the `lora` method that trains it with the shared
+// ClassificationTrainer and merges it into the base weights for inference.
+#include "methods/lora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <set>
+
+#include "harness/core/common.h"
+#include "harness/core/ops.h"
+#include "methods/trainer.h"
+
+namespace tb::methods {
+
+namespace {
+
+const std::vector<std::string> kSiteOrder = {"q", "k", "v", "o", "gate", "up", "down"};
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
+  return s;
+}
+
+}  // namespace
+
+// One LoRA pair at one (layer, site): y[:, offset:offset+out] += s·B·A·x.
+struct LoraHooks::Module {
+  int layer = 0;
+  Site site = Site::q;       // the core's site (Site::qkv for GPT-2 q/k/v slices)
+  std::string name;          // q, k, v, o, gate, up, down
+  std::string base_weight;   // the (total_out, in) base weight merge_into updates
+  int64_t in = 0, out = 0, offset = 0, total_out = 0;
+  Param* A = nullptr;        // (r, in)
+  Param* B = nullptr;        // (out, r)
+  // Saved by a training forward for backward.
+  std::vector<float> u;      // (N, r) = A·dropout(x)
+  std::vector<uint8_t> mask; // (N, in) dropout keep-mask, empty without dropout
+  int64_t saved_n = -1;
+};
+
+std::vector<std::string> lora_all_linear_sites(const ModelConfig& cfg) {
+  if (cfg.family == Family::gpt2) return {"q", "k", "v", "o", "up", "down"};
+  return kSiteOrder;
+}
+
+LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
+    : cfg_(cfg), rank_(lc.rank), scale_(0.0f), dropout_(static_cast<float>(lc.dropout)),
+      rng_(lc.seed ^ 0x9E3779B97F4A7C15ull) {
+  if (lc.rank < 1) throw InputError("lora.rank: must be >= 1, got " + std::to_string(lc.rank));
+  if (!(lc.alpha > 0.0) || !std::isfinite(lc.alpha))
+    throw InputError("lora.alpha: must be a positive number, got " + std::to_string(lc.alpha));
+  if (!(lc.dropout >= 0.0 && lc.dropout < 1.0))
+    throw InputError("lora.dropout: must be in [0, 1), got " + std::to_string(lc.dropout));
+  scale_ = static_cast<float>(lc.alpha / static_cast<double>(lc.rank));
+  const bool gpt2 = cfg.family == Family::gpt2;
+  const int L = static_cast<int>(cfg.n_layer);
+
+  // Site names -> canonical set, in a fixed order so parameters are declared identically
+  // whatever order the user wrote them in.
+  std::set<std::string> wanted;
+  if (lc.sites.empty()) throw InputError("lora.sites: empty (known: " + join(kSiteOrder) + ", c_attn, all-linear)");
+  for (const auto& s : lc.sites) {
+    if (s == "all-linear") {
+      for (const auto& x : lora_all_linear_sites(cfg)) wanted.insert(x);
+    } else if (s == "c_attn") {
+      if (!gpt2)
+        throw InputError("lora.sites: c_attn is GPT-2's fused q,k,v linear; this " + cfg.model_type +
+                         " model has separate q,k,v");
+      wanted.insert({"q", "k", "v"});
+    } else if (std::find(kSiteOrder.begin(), kSiteOrder.end(), s) != kSiteOrder.end()) {
+      if (s == "gate" && gpt2) throw InputError("lora.sites: gpt2 has no gate projection");
+      wanted.insert(s);
+    } else {
+      throw InputError("lora.sites: unknown site '" + s + "' (known: " + join(kSiteOrder) +
+                       ", c_attn, all-linear)");
+    }
+  }
+  std::vector<int> layers = lc.layers;
+  if (layers.empty())
+    for (int l = 0; l < L; ++l) layers.push_back(l);
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  for (int l : layers)
+    if (l < 0 || l >= L)
+      throw InputError("lora.layers: layer " + std::to_string(l) + " out of range [0, " + std::to_string(L) + ")");
+
+  const int64_t C = cfg.hidden, F = cfg.intermediate;
+  const int64_t qd = cfg.n_head * cfg.head_dim, kvd = cfg.n_kv_head * cfg.head_dim;
+  for (int l : layers) {
+    const std::string p = (gpt2 ? "transformer.h." : "model.layers.") + std::to_string(l) + ".";
+    for (const auto& name : kSiteOrder) {
+      if (!wanted.count(name)) continue;
+      Module m;
+      m.layer = l;
+      m.name = name;
+      auto at = [&](Site site, const std::string& module, int64_t in, int64_t out) {
+        m.site = site;
+        m.base_weight = p + module + ".weight";
+        m.in = in;
+        m.out = m.total_out = out;
+      };
+      if (gpt2) {
+        if (name == "q" || name == "k" || name == "v") {
+          at(Site::qkv, "attn.c_attn", C, C);
+          m.total_out = 3 * C;
+          m.offset = (name == "q" ? 0 : name == "k" ? 1 : 2) * C;
+        }
+        if (name == "o") at(Site::o, "attn.c_proj", C, C);
+        if (name == "up") at(Site::up, "mlp.c_fc", C, F);
+        if (name == "down") at(Site::down, "mlp.c_proj", F, C);
+      } else {
+        if (name == "q") at(Site::q, "self_attn.q_proj", C, qd);
+        if (name == "k") at(Site::k, "self_attn.k_proj", C, kvd);
+        if (name == "v") at(Site::v, "self_attn.v_proj", C, kvd);
+        if (name == "o") at(Site::o, "self_attn.o_proj", qd, C);
+        if (name == "gate") at(Site::gate, "mlp.gate_proj", C, F);
+        if (name == "up") at(Site::up, "mlp.up_proj", C, F);
+        if (name == "down") at(Site::down, "mlp.down_proj", F, C);
+      }
+      modules_.push_back(std::move(m));
+    }
+  }
+  if (modules_.empty()) throw InputError("lora: no site selected (lora.sites, lora.layers)");
+
+  // Declare A and B for every module, then bind the pointers (declare may reallocate).
+  std::vector<std::pair<size_t, size_t>> idx;
+  for (const auto& m : modules_) {
+    const std::string base = m.base_weight.substr(0, m.base_weight.size() - 7) +
+                             (m.site == Site::qkv ? "." + m.name : "");
+    const size_t a = store_.declare(base + ".lora_A.weight", {rank_, m.in}, true);
+    const size_t b = store_.declare(base + ".lora_B.weight", {m.out, rank_}, true);
+    idx.emplace_back(a, b);
+  }
+  store_.allocate();
+  std::mt19937_64 gen(lc.seed);
+  for (size_t i = 0; i < modules_.size(); ++i) {
+    Module& m = modules_[i];
+    m.A = &store_.at(idx[i].first);
+    m.B = &store_.at(idx[i].second);
+    // kaiming_uniform_(a=√5): gain √(2/(1+5)), bound = gain·√(3/fan_in) = 1/√fan_in.
+    const float bound = 1.0f / std::sqrt(static_cast<float>(m.in));
+    std::uniform_real_distribution<float> d(-bound, bound);
+    for (int64_t j = 0; j < m.A->numel(); ++j) m.A->data[j] = d(gen);
+  }
+  store_.set_all_trainable(true);
+  store_.allocate_grads();
+
+  index_.assign(static_cast<size_t>(L) * kNumSites, {});
+  for (size_t i = 0; i < modules_.size(); ++i)
+    index_[modules_[i].layer * kNumSites + static_cast<int>(modules_[i].site)].push_back(static_cast<int>(i));
+}
+
+LoraHooks::~LoraHooks() = default;
+
+int64_t LoraHooks::num_sites() const { return static_cast<int64_t>(modules_.size()); }
+
+int LoraHooks::lowest_trainable_layer(int num_layers) const {
+  int lowest = num_layers;
+  for (const auto& m : modules_) lowest = std::min(lowest, m.layer);
+  return lowest;
+}
+
+std::vector<int> LoraHooks::modules_at(int layer, Site site) const {
+  const size_t i = static_cast<size_t>(layer) * kNumSites + static_cast<size_t>(site);
+  if (layer < 0 || i >= index_.size()) return {};
+  return index_[i];
+}
+
+bool LoraHooks::has_delta(int layer, Site site) const {
+  return !merged_ && !modules_at(layer, site).empty();
+}
+
+LoraHooks::Module& LoraHooks::checked(int index, int64_t IC, int64_t OC) {
+  Module& m = modules_[index];
+  TB_CHECK(IC == m.in && OC == m.total_out,
+           "LoRA " << m.base_weight << " (" << m.name << ") built for (" << m.total_out << "," << m.in
+                   << ") called with (" << OC << "," << IC << ")");
+  return m;
+}
+
+void LoraHooks::dropout_input(const Module& m, const float* x, int64_t N) {
+  const float keep = 1.0f / (1.0f - dropout_);
+  xd_.resize(static_cast<size_t>(N * m.in));
+  for (int64_t i = 0; i < N * m.in; ++i) xd_[i] = m.mask[i] ? x[i] * keep : 0.0f;
+}
+
+void LoraHooks::delta_forward(int layer, Site site, float* y, const float* x, int64_t N, int64_t IC,
+                              int64_t OC, bool training) {
+  if (merged_) return;
+  for (int idx : modules_at(layer, site)) {
+    Module& m = checked(idx, IC, OC);
+    const float* xin = x;
+    const bool drop = training && dropout_ > 0.0f;
+    if (drop) {
+      // 24-bit uniform draws against p: cheap and exact enough for a Bernoulli mask.
+      const uint64_t threshold = static_cast<uint64_t>(static_cast<double>(dropout_) * (1ull << 24));
+      m.mask.resize(static_cast<size_t>(N * IC));
+      for (auto& b : m.mask) b = (rng_() >> 40) >= threshold ? 1 : 0;
+      dropout_input(m, x, N);
+      xin = xd_.data();
+    } else {
+      m.mask.clear();
+    }
+    float* u;
+    if (training) {
+      m.u.resize(static_cast<size_t>(N * rank_));
+      m.saved_n = N;
+      u = m.u.data();
+    } else {
+      u_.resize(static_cast<size_t>(N * rank_));
+      u = u_.data();
+    }
+    d_.resize(static_cast<size_t>(N * m.out));
+    ops::linear_forward(u, xin, m.A->data, nullptr, N, IC, rank_);
+    ops::linear_forward(d_.data(), u, m.B->data, nullptr, N, rank_, m.out);
+    if (training) {
+      int64_t bytes = 0;
+      for (const auto& x : modules_) bytes += static_cast<int64_t>(x.u.size() * sizeof(float) + x.mask.size());
+      peak_saved_ = std::max(peak_saved_, bytes);
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      float* yr = y + n * OC + m.offset;
+      const float* dr = d_.data() + n * m.out;
+      for (int64_t j = 0; j < m.out; ++j) yr[j] += scale_ * dr[j];
+    }
+  }
+}
+
+void LoraHooks::delta_backward(int layer, Site site, float* dx, const float* dy, const float* x,
+                               int64_t N, int64_t IC, int64_t OC) {
+  if (merged_) return;
+  for (int idx : modules_at(layer, site)) {
+    Module& m = checked(idx, IC, OC);
+    TB_CHECK(m.saved_n == N, "LoRA " << m.base_weight << ": backward without a matching training forward");
+    // g = s·dy[:, slice]; then dB += gᵀ·u, du = g·B, dA += duᵀ·xd, dxd = du·A.
+    g_.resize(static_cast<size_t>(N * m.out));
+    for (int64_t n = 0; n < N; ++n) {
+      const float* dr = dy + n * OC + m.offset;
+      float* gr = g_.data() + n * m.out;
+      for (int64_t j = 0; j < m.out; ++j) gr[j] = scale_ * dr[j];
+    }
+    du_.assign(static_cast<size_t>(N * rank_), 0.0f);
+    ops::linear_backward(du_.data(), m.B->grad, nullptr, g_.data(), m.u.data(), m.B->data, N, rank_, m.out);
+    const bool drop = !m.mask.empty();
+    const float* xin = x;
+    if (drop) {
+      dropout_input(m, x, N);
+      xin = xd_.data();
+    }
+    float* dxin = dx;
+    if (drop && dx) {
+      dxd_.assign(static_cast<size_t>(N * IC), 0.0f);
+      dxin = dxd_.data();
+    }
+    ops::linear_backward(dxin, m.A->grad, nullptr, du_.data(), xin, m.A->data, N, IC, rank_);
+    if (drop && dx) {
+      const float keep = 1.0f / (1.0f - dropout_);
+      for (int64_t i = 0; i < N * IC; ++i)
+        if (m.mask[i]) dx[i] += dxd_[i] * keep;
+    }
+  }
+}
+
+void LoraHooks::merge_into(Model& model) {
+  TB_CHECK(!merged_, "LoRA already merged");
+  for (const Module& m : modules_) {
+    Param& W = model.params().get(m.base_weight);
+    TB_CHECK(W.shape == (std::vector<int64_t>{m.total_out, m.in}),
+             "LoRA merge: " << m.base_weight << " does not have the shape the LoRA was built for");
+    const float* A = m.A->data;
+    const float* B = m.B->data;
+    std::vector<double> row(static_cast<size_t>(m.in));
+    for (int64_t o = 0; o < m.out; ++o) {
+      std::fill(row.begin(), row.end(), 0.0);
+      for (int64_t k = 0; k < rank_; ++k) {
+        const double b = B[o * rank_ + k];
+        if (b == 0.0) continue;
+        const float* ar = A + k * m.in;
+        for (int64_t i = 0; i < m.in; ++i) row[i] += b * ar[i];
+      }
+      float* wr = W.data + (m.offset + o) * m.in;
+      for (int64_t i = 0; i < m.in; ++i) wr[i] = static_cast<float>(wr[i] + scale_ * row[i]);
+    }
+  }
+  merged_ = true;
+}
+
+
+// ---- the method ------------------------------------------------------------------------
+
+namespace {
+
+class LoraMethod final : public Method {
+ public:
+  void prepare(RunContext& ctx) override {
+    const auto cfg = TrainConfig::from(ctx.options);
+    const auto& o = ctx.options;
+    const int64_t L = ctx.model.config().n_layer;
+    LoraConfig lc;
+    lc.rank = o.integer("rank");
+    lc.alpha = o.number("alpha");
+    lc.dropout = o.number("dropout");
+    lc.sites = o.str_list("sites");
+    if (o.str("layers") != "all") {
+      for (int64_t l : o.int_list("layers")) {
+        if (l < 0 || l >= L)
+          throw InputError("--lora.layers: layer " + std::to_string(l) + " out of range [0, " + std::to_string(L) + ")");
+        lc.layers.push_back(static_cast<int>(l));
+      }
+    }
+    lc.seed = ctx.seed ^ 0x10a4ull;
+    const bool merge = o.flag("merge");
+    ctx.model.params().set_all_trainable(false);
+    ctx.model.params().allocate_grads();
+    hooks_ = std::make_unique<LoraHooks>(ctx.model.config(), lc);
+    trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{hooks_.get(), {&hooks_->store()}});
+    trainer_->fit();
+    ctx.meter.memory["activations"] += hooks_->peak_saved_bytes();
+    ctx.meter.details["lora_sites"] = hooks_->num_sites();
+    ctx.meter.details["lora_scale"] = hooks_->scale();
+    // A diverged run keeps its base weights clean: nothing non-finite is merged.
+    if (merge && ctx.meter.status == "ok") {
+      hooks_->merge_into(ctx.model);
+      trainer_->set_hooks(nullptr);
+    }
+    ctx.meter.details["merged"] = hooks_->merged();
+  }
+
+  std::vector<Prediction> predict(RunContext&, const std::vector<tasks::Example>& examples) override {
+    return trainer_->predict(examples);
+  }
+
+  int64_t trainable_params() const override {
+    return count_trainable({&hooks_->store()}) + trainer_->head_params();
+  }
+
+  int64_t save_adaptation(const std::filesystem::path& dir) const override {
+    std::vector<const ParamStore*> stores = {&hooks_->store()};
+    if (trainer_->head()) stores.push_back(&trainer_->head()->store());
+    return save_trainable(dir, stores);
+  }
+
+  // Merged, the base weights are the adapted model; unmerged, the hooks are.
+  Hooks* lm_hooks() override { return hooks_ && !hooks_->merged() ? hooks_.get() : nullptr; }
+  bool changes_base() const override { return hooks_ && hooks_->merged(); }
+
+ private:
+  std::unique_ptr<LoraHooks> hooks_;
+  std::unique_ptr<ClassificationTrainer> trainer_;
+};
+
+}  // namespace
+
+MethodInfo lora_method_info() {
+  // PEFT's LoRA recipes use 1e-4 to 1e-3 on large models; with a few epochs on a small
+  // model the low-rank update (B starts at zero) needs the top of that range and more.
+  auto opts = training_option_specs(TrainDefaults{2e-3, 4, 16, 0.0, "head"});
+  opts.insert(opts.begin(),
+              {{"rank", "8", "rank r of the update B·A (r·(in + out) trainable values per site)"},
+               {"alpha", "16", "scaling numerator: the update is (alpha / r)·B·A"},
+               {"dropout", "0.05", "dropout on the LoRA input during training"},
+               {"sites", "q,v", "linear sites: q,k,v,o,gate,up,down; c_attn = q,k,v (GPT-2); all-linear = every linear of the family"},
+               {"layers", "all", "blocks that get LoRA: all, or a list such as 2,3 (backward stops at the lowest)"},
+               {"merge", "true", "after training merge W += (alpha / r)·B·A into the base weights and predict with the plain model"}});
+  return {"lora",
+          "LoRA: low-rank updates (alpha/r)·B·A on chosen linear sites of the frozen model, B zero-initialised; merged for inference",
+          opts,
+          [] { return std::make_unique<LoraMethod>(); },
+          {tasks::OutputType::classify, tasks::OutputType::multiple_choice},
+          {}};
+}
+
+}  // namespace tb::methods

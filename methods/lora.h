@@ -1,0 +1,89 @@
+// LoRA (Hu et al. 2021, as Hugging Face PEFT implements it): at chosen linear sites the
+// frozen W gets a low-rank update, y = W·x + (α/r)·B·A·dropout(x), with A (r,IC)
+// Kaiming-uniform and B (OC,r) zero, so a fresh LoRA is the base model. Implemented as a
+// delta hook (harness/core/hooks.h); after training the update can be merged into the base
+// weights, W += (α/r)·B·A, so inference runs the plain model at no extra cost.
+//
+// Site names: q, k, v, o, gate, up, down (hooks.h's meanings), `all-linear` (every linear
+// site of the family) and, on GPT-2, `c_attn` = q,k,v. GPT-2 runs q, k and v as one fused
+// linear (Site::qkv, OC = 3C), so a LoRA on "q" there updates only the q slice (columns
+// [0,C)), "k" [C,2C) and "v" [2C,3C), each with its own A and B, as on Llama.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "harness/core/hooks.h"
+#include "harness/core/model.h"
+#include "harness/core/params.h"
+
+namespace tb::methods {
+
+struct LoraConfig {
+  int64_t rank = 8;
+  double alpha = 16.0;
+  double dropout = 0.05;                    // on the LoRA input, training only
+  std::vector<std::string> sites = {"q", "v"};
+  std::vector<int> layers;                  // empty: every layer
+  uint64_t seed = 0;                        // A's init and the dropout stream
+};
+
+// The LoRA names of `cfg`'s family that `all-linear` expands to.
+std::vector<std::string> lora_all_linear_sites(const ModelConfig& cfg);
+
+class LoraHooks : public Hooks {
+ public:
+  // Throws InputError naming lora.<field> on bad sites, layers, rank, alpha or dropout.
+  LoraHooks(const ModelConfig& cfg, const LoraConfig& lc);
+  ~LoraHooks() override;
+
+  // A and B of every site, all trainable, gradients allocated. Names follow the base
+  // weight they update: "<module>.lora_A.weight" (r,IC), "<module>.lora_B.weight" (OC,r);
+  // GPT-2 slices add the slice name: "transformer.h.0.attn.c_attn.q.lora_A.weight".
+  ParamStore& store() { return store_; }
+  const ParamStore& store() const { return store_; }
+  float scale() const { return scale_; }
+  int64_t num_sites() const;
+
+  int lowest_trainable_layer(int num_layers) const override;
+  bool has_delta(int layer, Site site) const override;
+  void delta_forward(int layer, Site site, float* y /*(N,OC)*/, const float* x /*(N,IC)*/,
+                     int64_t N, int64_t IC, int64_t OC, bool training) override;
+  void delta_backward(int layer, Site site, float* dx /*(N,IC) or null*/,
+                      const float* dy /*(N,OC)*/, const float* x /*(N,IC)*/, int64_t N,
+                      int64_t IC, int64_t OC) override;
+
+  // W[rows of the site] += (α/r)·B·A in `model`'s base weights (accumulated in double);
+  // afterwards the hooks add nothing (has_delta is false) and predict runs the merged model.
+  void merge_into(Model& model);
+  bool merged() const { return merged_; }
+
+  // Restarts the dropout stream: the same seed gives the same masks for the same sequence
+  // of training forwards.
+  void reseed_dropout(uint64_t seed) { rng_.seed(seed); }
+  // Peak bytes held between a training forward and its backward (A·x per site, dropout
+  // masks), for the activation line of the memory breakdown.
+  int64_t peak_saved_bytes() const { return peak_saved_; }
+
+ private:
+  struct Module;
+  std::vector<int> modules_at(int layer, Site site) const;
+  Module& checked(int index, int64_t IC, int64_t OC);
+  void dropout_input(const Module& m, const float* x, int64_t N);
+
+  ModelConfig cfg_;
+  int64_t rank_;
+  float scale_;
+  float dropout_;
+  ParamStore store_;
+  std::vector<Module> modules_;
+  std::vector<std::vector<int>> index_;  // (layer·kNumSites + site) -> modules
+  bool merged_ = false;
+  int64_t peak_saved_ = 0;
+  std::mt19937_64 rng_;
+  std::vector<float> xd_, dxd_, u_, d_, g_, du_;  // scratch
+};
+
+}  // namespace tb::methods

@@ -1,0 +1,406 @@
+// Sequences, per-token log-probabilities with backward, and the Bradley–Terry reward model
+// (see rlhf_policy.h).
+#include "methods/rlhf_policy.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "harness/core/common.h"
+#include "harness/core/ops.h"
+
+namespace tb::methods::rlhf {
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+// ---- sequences -------------------------------------------------------------------------
+
+int64_t Sequences::num_tokens() const { return std::accumulate(length.begin(), length.end(), int64_t{0}); }
+
+int64_t Sequences::num_cont_tokens() const {
+  int64_t n = 0;
+  for (int64_t b = 0; b < B; ++b) n += cont_len(b);
+  return n;
+}
+
+Sequences Sequences::make(const std::vector<const std::vector<int32_t>*>& prompts,
+                          const std::vector<const std::vector<int32_t>*>& conts, int64_t max_positions) {
+  TB_CHECK(prompts.size() == conts.size(), "prompts (" << prompts.size() << ") and continuations (" << conts.size() << ") differ in number");
+  Sequences s;
+  s.B = static_cast<int64_t>(prompts.size());
+  for (int64_t b = 0; b < s.B; ++b) {
+    const auto p = static_cast<int64_t>(prompts[b]->size()), c = static_cast<int64_t>(conts[b]->size());
+    if (p == 0 || c == 0) throw InputError("rlhf: sequence " + std::to_string(b) + " has an empty prompt or continuation");
+    if (p + c > max_positions)
+      throw InputError("rlhf: prompt of " + std::to_string(p) + " tokens plus continuation of " + std::to_string(c) +
+                       " exceeds the context window of " + std::to_string(max_positions));
+    s.prompt_len.push_back(static_cast<int32_t>(p));
+    s.length.push_back(static_cast<int32_t>(p + c));
+    s.T = std::max(s.T, p + c);
+    s.Tc = std::max(s.Tc, c);
+  }
+  s.tokens.assign(static_cast<size_t>(s.B * s.T), 0);
+  for (int64_t b = 0; b < s.B; ++b) {
+    auto* row = s.tokens.data() + b * s.T;
+    std::copy(prompts[b]->begin(), prompts[b]->end(), row);
+    std::copy(conts[b]->begin(), conts[b]->end(), row + prompts[b]->size());
+  }
+  return s;
+}
+
+Sequences pair_sequences(const std::vector<PreferencePair>& pairs, size_t first, size_t count, int64_t max_positions) {
+  std::vector<const std::vector<int32_t>*> prompts, conts;
+  for (int side = 0; side < 2; ++side)
+    for (size_t i = first; i < first + count; ++i) {
+      prompts.push_back(&pairs[i].prompt_tokens);
+      conts.push_back(side == 0 ? &pairs[i].chosen : &pairs[i].rejected);
+    }
+  return Sequences::make(prompts, conts, max_positions);
+}
+
+// ---- model helpers ---------------------------------------------------------------------
+
+Param& lm_head_param(Model& model) {
+  if (Param* p = model.params().find("lm_head.weight")) return *p;
+  return model.params().get(model.config().family == Family::gpt2 ? "transformer.wte.weight"
+                                                                   : "model.embed_tokens.weight");
+}
+
+std::unique_ptr<Model> copy_model(const Model& m) {
+  auto c = std::make_unique<Model>(m.config());
+  const auto& src = m.params().params();
+  auto& dst = c->params().params();
+  TB_CHECK(src.size() == dst.size(), "parameter lists differ");
+  for (size_t i = 0; i < src.size(); ++i) std::copy(src[i].data, src[i].data + src[i].numel(), dst[i].data);
+  return c;
+}
+
+double forward_flops(const Model& m, int64_t tokens) {
+  return 2.0 * static_cast<double>(m.params().num_params()) * static_cast<double>(tokens);
+}
+
+// ---- token log-probabilities -----------------------------------------------------------
+
+void TokenLogprobs::forward(Model& model, Hooks* hooks, const Sequences& s, bool training) {
+  s_ = &s;
+  C_ = model.config().hidden;
+  V_ = model.config().vocab_size;
+  const int64_t B = s.B, Tc = s.Tc, C = C_, V = V_;
+  model.forward(s.tokens.data(), B, s.T, hooks, training);
+  const float* fh = model.final_hidden();
+  const int64_t Tt = model.seq_len(), Pv = model.virtual_tokens();
+  hidden_.assign(static_cast<size_t>(B * Tc * C), 0.0f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < s.cont_len(b); ++i) {
+      const float* src = fh + (b * Tt + Pv + s.prompt_len[b] - 1 + i) * C;
+      std::copy(src, src + C, hidden_.data() + (b * Tc + i) * C);
+    }
+  probs_.resize(static_cast<size_t>(B * Tc * V));
+  ops::linear_forward(probs_.data(), hidden_.data(), lm_head_param(model).data, nullptr, B * Tc, C, V);
+  logp_.assign(static_cast<size_t>(B * Tc), 0.0f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < s.cont_len(b); ++i) {
+      float* row = probs_.data() + (b * Tc + i) * V;
+      const float mx = *std::max_element(row, row + V);
+      double sum = 0.0;
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v] - mx));
+      const int32_t y = s.tokens[b * s.T + s.prompt_len[b] + i];
+      logp_[b * Tc + i] = static_cast<float>(static_cast<double>(row[y] - mx) - std::log(sum));
+      const double inv = 1.0 / sum;
+      for (int64_t v = 0; v < V; ++v) row[v] = static_cast<float>(std::exp(static_cast<double>(row[v] - mx)) * inv);
+    }
+}
+
+void TokenLogprobs::backward(Model& model, Hooks* hooks, const float* dlogp, const float* dhidden) {
+  TB_CHECK(s_ != nullptr, "TokenLogprobs::backward without forward");
+  const Sequences& s = *s_;
+  const int64_t B = s.B, Tc = s.Tc, C = C_, V = V_, N = B * Tc;
+  // d logp_y / d logit_v = [v == y] − p_v
+  std::vector<float> dlogits(static_cast<size_t>(N * V), 0.0f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < s.cont_len(b); ++i) {
+      const int64_t n = b * Tc + i;
+      const float g = dlogp[n];
+      if (g == 0.0f) continue;
+      const float* p = probs_.data() + n * V;
+      float* d = dlogits.data() + n * V;
+      for (int64_t v = 0; v < V; ++v) d[v] = -g * p[v];
+      d[s.tokens[b * s.T + s.prompt_len[b] + i]] += g;
+    }
+  Param& w = lm_head_param(model);
+  std::vector<float> dh(static_cast<size_t>(N * C), 0.0f);
+  ops::linear_backward(dh.data(), w.grad, nullptr, dlogits.data(), hidden_.data(), w.data, N, C, V);
+  if (dhidden)
+    for (int64_t k = 0; k < N * C; ++k) dh[k] += dhidden[k];
+  const int64_t Tt = model.seq_len(), Pv = model.virtual_tokens();
+  std::vector<float> dfinal(static_cast<size_t>(B * Tt * C), 0.0f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < s.cont_len(b); ++i) {
+      const float* src = dh.data() + (b * Tc + i) * C;
+      std::copy(src, src + C, dfinal.data() + (b * Tt + Pv + s.prompt_len[b] - 1 + i) * C);
+    }
+  model.backward(dfinal.data(), hooks);
+}
+
+std::vector<double> TokenLogprobs::sums() const {
+  const Sequences& s = *s_;
+  std::vector<double> out(static_cast<size_t>(s.B), 0.0);
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t i = 0; i < s.cont_len(b); ++i) out[b] += logp_[b * s.Tc + i];
+  return out;
+}
+
+// ---- training helpers ------------------------------------------------------------------
+
+std::vector<std::vector<float>> snapshot_trainable(const std::vector<ParamStore*>& stores) {
+  std::vector<std::vector<float>> snap;
+  for (auto* st : stores)
+    for (auto& p : st->params())
+      if (p.trainable) snap.emplace_back(p.data, p.data + p.numel());
+  return snap;
+}
+
+void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<std::vector<float>>& snap) {
+  size_t k = 0;
+  for (auto* st : stores)
+    for (auto& p : st->params())
+      if (p.trainable) {
+        TB_CHECK(k < snap.size() && static_cast<int64_t>(snap[k].size()) == p.numel(), "snapshot mismatch at " << p.name);
+        std::copy(snap[k].begin(), snap[k].end(), p.data);
+        ++k;
+      }
+}
+
+double bradley_terry(const float* r, int64_t B, float* dr, int64_t& correct) {
+  double loss = 0.0;
+  correct = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    const double d = static_cast<double>(r[i]) - r[B + i];
+    // −log σ(d) = softplus(−d), written to stay finite for large |d|.
+    loss += d > 0 ? std::log1p(std::exp(-d)) : -d + std::log1p(std::exp(d));
+    const double sig_neg = 1.0 / (1.0 + std::exp(d));  // σ(−d)
+    dr[i] = static_cast<float>(-sig_neg / static_cast<double>(B));
+    dr[B + i] = static_cast<float>(sig_neg / static_cast<double>(B));
+    correct += d > 0;
+  }
+  return loss / static_cast<double>(B);
+}
+
+// ---- reward model ----------------------------------------------------------------------
+
+RewardModel::RewardModel(Model& base, const RewardConfig& cfg)
+    : cfg_(cfg), model_(&base), head_(base.config().hidden, 1, cfg.seed ^ 0x5eedull) {
+  if (cfg.train == "full") {
+    own_ = copy_model(base);
+    own_->params().set_all_trainable(true);
+    own_->params().allocate_grads();
+    model_ = own_.get();
+  } else if (cfg.train == "lora") {
+    lora_ = std::make_unique<LoraHooks>(base.config(), cfg.lora);
+  } else if (cfg.train != "head") {
+    throw InputError("rlhf.rm-train: '" + cfg.train + "' is not head, lora or full");
+  }
+  if (cfg.epochs < 1) throw InputError("rlhf.rm-epochs: must be >= 1, got " + std::to_string(cfg.epochs));
+  if (cfg.batch < 1) throw InputError("rlhf.rm-batch: must be >= 1, got " + std::to_string(cfg.batch));
+  if (!(cfg.lr > 0)) throw InputError("rlhf.rm-lr: must be > 0");
+}
+
+std::vector<ParamStore*> RewardModel::trainable_stores() {
+  std::vector<ParamStore*> s = {&head_.store()};
+  if (lora_) s.push_back(&lora_->store());
+  if (own_) s.push_back(&own_->params());
+  return s;
+}
+
+std::vector<const ParamStore*> RewardModel::stores() const {
+  std::vector<const ParamStore*> s = {&head_.store()};
+  if (lora_) s.push_back(&lora_->store());
+  if (own_) s.push_back(&own_->params());
+  return s;
+}
+
+int64_t RewardModel::trainable_params() const {
+  int64_t n = 0;
+  for (const auto* s : stores()) n += s->num_trainable();
+  return n;
+}
+
+int64_t RewardModel::own_weight_bytes() const {
+  int64_t n = 0;
+  for (const auto* s : stores()) n += s->value_bytes();
+  return n;
+}
+
+int64_t RewardModel::grad_bytes() const {
+  int64_t n = 0;
+  for (const auto* s : stores()) n += s->grad_bytes();
+  return n;
+}
+
+void RewardModel::pooled(const Sequences& s, bool training, std::vector<float>& out) {
+  model_->forward(s.tokens.data(), s.B, s.T, lora_.get(), training);
+  activation_bytes_ = std::max(activation_bytes_, model_->activation_bytes());
+  out.assign(static_cast<size_t>(s.B * model_->config().hidden), 0.0f);
+  model_->pool(out.data(), static_cast<int>(model_->config().n_layer), Pool::last, s.length.data());
+}
+
+std::vector<double> RewardModel::score(const Sequences& s) {
+  std::vector<float> h, r(static_cast<size_t>(s.B));
+  pooled(s, false, h);
+  head_.forward(r.data(), h.data(), s.B);
+  return {r.begin(), r.end()};
+}
+
+std::vector<float> RewardModel::features(const std::vector<PreferencePair>& pairs) {
+  const int64_t C = model_->config().hidden, maxT = model_->config().max_positions;
+  std::vector<float> h, chosen, rejected;
+  for (size_t i = 0; i < pairs.size(); i += static_cast<size_t>(cfg_.batch)) {
+    const size_t n = std::min(pairs.size() - i, static_cast<size_t>(cfg_.batch));
+    pooled(pair_sequences(pairs, i, n, maxT), false, h);
+    chosen.insert(chosen.end(), h.begin(), h.begin() + static_cast<int64_t>(n) * C);
+    rejected.insert(rejected.end(), h.begin() + static_cast<int64_t>(n) * C, h.end());
+  }
+  chosen.insert(chosen.end(), rejected.begin(), rejected.end());
+  return chosen;
+}
+
+double RewardModel::accuracy(const std::vector<PreferencePair>& pairs, std::vector<int>* correct_out) {
+  if (correct_out) correct_out->clear();
+  if (pairs.empty()) return NAN;
+  int64_t correct = 0;
+  std::vector<float> h;
+  for (size_t i = 0; i < pairs.size(); i += static_cast<size_t>(cfg_.batch)) {
+    const size_t n = std::min(pairs.size() - i, static_cast<size_t>(cfg_.batch));
+    pooled(pair_sequences(pairs, i, n, model_->config().max_positions), false, h);
+    std::vector<float> r(2 * n), dr(2 * n);
+    head_.forward(r.data(), h.data(), static_cast<int64_t>(2 * n));
+    int64_t c = 0;
+    bradley_terry(r.data(), static_cast<int64_t>(n), dr.data(), c);
+    correct += c;
+    if (correct_out)
+      for (size_t k = 0; k < n; ++k) correct_out->push_back(r[k] > r[n + k] ? 1 : 0);
+  }
+  return static_cast<double>(correct) / static_cast<double>(pairs.size());
+}
+
+RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const std::vector<PreferencePair>& dev,
+                                Meter* meter) {
+  if (train.empty()) throw InputError("rlhf: no training preference pairs (every sampled pair was a tie)");
+  RewardFitStats st;
+  const double t0 = now_seconds();
+  const bool head_only = cfg_.train == "head";
+  const int64_t C = model_->config().hidden, maxT = model_->config().max_positions;
+  auto stores = trainable_stores();
+  AdamWConfig acfg;
+  acfg.lr = static_cast<float>(cfg_.lr);
+  acfg.clip_norm = static_cast<float>(cfg_.clip);
+  auto opt = AdamW::for_stores(stores, acfg);
+  optimizer_bytes_ = opt.state_bytes();
+
+  // A frozen body gives every pair the same features in every epoch: compute them once.
+  std::vector<float> train_feats, dev_feats;
+  auto pair_tokens = [](const std::vector<PreferencePair>& ps) {
+    int64_t n = 0;
+    for (const auto& p : ps) n += 2 * static_cast<int64_t>(p.prompt_tokens.size()) + static_cast<int64_t>(p.chosen.size() + p.rejected.size());
+    return n;
+  };
+  if (head_only) {
+    train_feats = features(train);
+    dev_feats = features(dev);
+    const int64_t tok = pair_tokens(train) + pair_tokens(dev);
+    st.tokens += tok;
+    st.flops += forward_flops(*model_, tok);
+  }
+  auto head_accuracy = [&](const std::vector<float>& feats, size_t n) {
+    std::vector<float> r(2 * n);
+    head_.forward(r.data(), feats.data(), static_cast<int64_t>(2 * n));
+    int64_t c = 0;
+    for (size_t i = 0; i < n; ++i) c += r[i] > r[n + i];
+    return static_cast<double>(c) / static_cast<double>(n);
+  };
+
+  const size_t N = train.size(), Bsz = static_cast<size_t>(cfg_.batch);
+  const int64_t steps_per_epoch = static_cast<int64_t>((N + Bsz - 1) / Bsz);
+  const int64_t total = steps_per_epoch * cfg_.epochs;
+  std::vector<size_t> order(N);
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::mt19937_64 rng(cfg_.seed ^ 0xb7ull);
+  double best = -1.0;
+  std::vector<std::vector<float>> best_weights;
+  int64_t step = 0;
+  const double P = static_cast<double>(model_->params().num_params());
+  const double trainable_body = static_cast<double>(model_->params().num_trainable());
+  for (int64_t ep = 0; ep < cfg_.epochs; ++ep) {
+    std::shuffle(order.begin(), order.end(), rng);
+    double loss_sum = 0.0;
+    for (size_t i = 0; i < N; i += Bsz) {
+      const size_t n = std::min(N - i, Bsz);
+      const auto B = static_cast<int64_t>(n);
+      std::vector<float> h(static_cast<size_t>(2 * B * C));
+      Sequences seq;
+      if (head_only) {
+        for (size_t k = 0; k < n; ++k) {
+          const size_t j = order[i + k];
+          std::copy_n(train_feats.begin() + static_cast<int64_t>(j) * C, C, h.begin() + static_cast<int64_t>(k) * C);
+          std::copy_n(train_feats.begin() + static_cast<int64_t>(N + j) * C, C, h.begin() + (B + static_cast<int64_t>(k)) * C);
+        }
+      } else {
+        std::vector<PreferencePair> batch;
+        for (size_t k = 0; k < n; ++k) batch.push_back(train[order[i + k]]);
+        seq = pair_sequences(batch, 0, n, maxT);
+        pooled(seq, true, h);
+      }
+      std::vector<float> r(static_cast<size_t>(2 * B)), dr(r.size());
+      head_.forward(r.data(), h.data(), 2 * B);
+      int64_t correct = 0;
+      const double loss = bradley_terry(r.data(), B, dr.data(), correct);
+      if (!std::isfinite(loss)) {
+        if (meter) {
+          meter->status = "diverged";
+          meter->status_message = "reward model: non-finite Bradley–Terry loss at step " + std::to_string(step);
+        }
+        st.seconds = now_seconds() - t0;
+        return st;
+      }
+      for (auto* s : stores) s->zero_grads();
+      if (head_only) {
+        head_.backward(nullptr, dr.data(), h.data(), 2 * B);
+      } else {
+        std::vector<float> dpooled(h.size(), 0.0f);
+        head_.backward(dpooled.data(), dr.data(), h.data(), 2 * B);
+        std::vector<float> dhidden(static_cast<size_t>(model_->batch() * model_->seq_len() * C), 0.0f);
+        model_->pool_backward(dhidden.data(), Pool::last, seq.length.data(), dpooled.data());
+        model_->backward(dhidden.data(), lora_.get());
+        const int64_t tok = seq.num_tokens();
+        st.tokens += tok;
+        st.flops += (4.0 * P + 2.0 * trainable_body) * static_cast<double>(tok);
+      }
+      opt.step(schedule_lr(Schedule::cosine, static_cast<float>(cfg_.lr), step, total / 20, total, 0.1f));
+      ++step;
+      loss_sum += loss * static_cast<double>(n);
+      if (meter && meter->progress) meter->progress("reward model", step, total, loss);
+    }
+    st.train_loss.push_back(loss_sum / static_cast<double>(N));
+    const double acc = dev.empty() ? NAN : head_only ? head_accuracy(dev_feats, dev.size()) : accuracy(dev);
+    st.dev_accuracy.push_back(acc);
+    const double sc = std::isnan(acc) ? static_cast<double>(ep) : acc;
+    if (sc > best) {
+      best = sc;
+      st.best_epoch = ep;
+      best_weights = snapshot_trainable(stores);
+    }
+  }
+  restore_trainable(stores, best_weights);
+  st.seconds = now_seconds() - t0;
+  return st;
+}
+
+}  // namespace tb::methods::rlhf

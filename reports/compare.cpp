@@ -1,0 +1,242 @@
+// Matching two result sets and applying the tolerances; see compare.h.
+#include "reports/compare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "harness/core/common.h"
+
+namespace tb::reports {
+namespace {
+
+using nlohmann::json;
+using runner::Record;
+
+using Key = std::tuple<std::string, std::string, uint64_t, std::string>;
+
+Key key_of(const Record& r) { return {r.method, r.task, r.seed, r.config_hash}; }
+
+std::string run_name(const Record& r) { return r.method + " / " + r.task + " / seed " + std::to_string(r.seed); }
+
+std::string g(double v, int digits = 4) { return format_fixed(v, digits); }
+
+std::string signed_text(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%+.*f", digits, v);
+  return buf;
+}
+
+std::string pct(double rel) { return signed_text(100.0 * rel, 1) + "%"; }
+
+double train_number(const Record& r, const char* field) {
+  const auto& v = r.json["train_info"][field];
+  return v.is_number() ? v.get<double>() : NAN;
+}
+
+double number_field(const json& j, const std::string& where, const std::string& key, bool allow_zero = true) {
+  if (!j.is_number()) throw InputError(where + ": " + key + " must be a number");
+  const double v = j.get<double>();
+  if (!std::isfinite(v) || v < 0 || (!allow_zero && v == 0)) throw InputError(where + ": " + key + " must be a non-negative number");
+  return v;
+}
+
+void compare_quality(const Record& b, const Record& c, const Tolerance& tol, Comparison& out) {
+  for (const auto& [name, bm] : b.json["metrics"].items()) {
+    if (name == "slices") continue;
+    const std::string run = run_name(b);
+    if (!c.json["metrics"].contains(name)) {
+      out.regressions.push_back({run, name, g(bm["value"].get<double>()), "absent", "", "metric no longer reported"});
+      continue;
+    }
+    const auto& cm = c.json["metrics"][name];
+    const double bv = bm["value"].get<double>(), cv = cm["value"].get<double>();
+    const double se = std::max(bm["stderr"].get<double>(), cm["stderr"].get<double>());
+    double k = tol.quality_stderr, floor = tol.quality_floor;
+    if (const auto it = tol.metrics.find(name); it != tol.metrics.end()) {
+      if (it->second.stderr_multiple) k = *it->second.stderr_multiple;
+      if (it->second.floor) floor = *it->second.floor;
+    }
+    const double threshold = std::max(k * se, floor);
+    const double sign = bm["higher_is_better"].get<bool>() ? 1.0 : -1.0;
+    const double gain = sign * (cv - bv);
+    const std::string tol_text = "max(" + format_fixed(k, 2) + "×stderr " + g(se) + ", floor " + g(floor) + ") = " + g(threshold);
+    if (!std::isfinite(cv) && std::isfinite(bv)) {
+      out.regressions.push_back({run, name, g(bv), "not finite", "", tol_text});
+    } else if (-gain > threshold) {
+      out.regressions.push_back({run, name, g(bv), g(cv), signed_text(cv - bv, 4), tol_text});
+    } else if (gain > threshold) {
+      out.improvements.push_back({run, name, g(bv), g(cv), signed_text(cv - bv, 4), tol_text});
+    }
+  }
+}
+
+// Relative change of a cost-like or rate-like figure; `higher_is_better` for rates.
+void compare_relative(const Record& b, const Record& c, const char* field, double limit, bool higher_is_better,
+                      Comparison& out) {
+  const double bv = train_number(b, field), cv = train_number(c, field);
+  if (!(bv > 0) || !std::isfinite(bv)) return;  // nothing measured in the baseline
+  const std::string run = run_name(b);
+  const bool bytes = std::string(field).find("bytes") != std::string::npos;
+  auto show = [&](double v) { return bytes ? format_bytes(v) : format_rate(v); };
+  const std::string tol_text = (higher_is_better ? "drop > " : "rise > ") + format_fixed(100.0 * limit, 1) + "%";
+  if (!(cv > 0) || !std::isfinite(cv)) {
+    out.regressions.push_back({run, field, show(bv), "not measured", "", tol_text});
+    return;
+  }
+  const double rel = cv / bv - 1.0;
+  const double worse = higher_is_better ? -rel : rel;
+  if (worse > limit) out.regressions.push_back({run, field, show(bv), show(cv), pct(rel), tol_text});
+  else if (-worse > limit) out.improvements.push_back({run, field, show(bv), show(cv), pct(rel), tol_text});
+}
+
+std::string status_text(const Record& r) { return r.status + (r.message.empty() ? "" : ": " + r.message); }
+
+std::string with_hash(const Record& r) { return run_name(r) + " (config " + r.config_hash + ")"; }
+
+void text_table(std::ostringstream& os, const std::vector<Finding>& rows, bool markdown) {
+  const std::vector<std::string> head = {"run", "what", "baseline", "current", "change", "tolerance"};
+  auto cells = [](const Finding& f) { return std::vector<std::string>{f.run, f.what, f.baseline, f.current, f.change, f.tolerance}; };
+  if (markdown) {
+    os << "| run | what | baseline | current | change | tolerance |\n| --- | --- | ---: | ---: | ---: | --- |\n";
+    for (const auto& f : rows) {
+      os << "|";
+      for (auto c : cells(f)) {
+        std::string esc;
+        for (char ch : c) esc += ch == '|' ? std::string("\\|") : std::string(1, ch);
+        os << " " << esc << " |";
+      }
+      os << "\n";
+    }
+    return;
+  }
+  std::vector<std::size_t> w(head.size());
+  for (std::size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
+  for (const auto& f : rows) {
+    const auto c = cells(f);
+    for (std::size_t i = 0; i < c.size(); ++i) w[i] = std::max(w[i], c[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& c) {
+    os << " ";
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      os << " ";
+      if (i >= 2 && i <= 4) os << std::right;
+      else os << std::left;
+      os << std::setw(static_cast<int>(w[i])) << c[i];
+    }
+    os << "\n";
+  };
+  line(head);
+  for (const auto& f : rows) line(cells(f));
+}
+
+}  // namespace
+
+Tolerance Tolerance::from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) throw InputError(where + ": a tolerance file must be a JSON object");
+  Tolerance t;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "quality_stderr") t.quality_stderr = number_field(v, where, k);
+    else if (k == "quality_floor") t.quality_floor = number_field(v, where, k);
+    else if (k == "tokens_per_s_drop") t.tokens_per_s_drop = number_field(v, where, k);
+    else if (k == "peak_memory_rise") t.peak_memory_rise = number_field(v, where, k);
+    else if (k == "fail_on_missing") {
+      if (!v.is_boolean()) throw InputError(where + ": fail_on_missing must be true or false");
+      t.fail_on_missing = v.get<bool>();
+    } else if (k == "metrics") {
+      if (!v.is_object()) throw InputError(where + ": metrics must be an object metric -> {stderr, floor}");
+      for (const auto& [m, o] : v.items()) {
+        if (!o.is_object()) throw InputError(where + ": metrics." + m + " must be an object {stderr, floor}");
+        MetricOverride mo;
+        for (const auto& [ok, ov] : o.items()) {
+          if (ok == "stderr") mo.stderr_multiple = number_field(ov, where, "metrics." + m + ".stderr");
+          else if (ok == "floor") mo.floor = number_field(ov, where, "metrics." + m + ".floor");
+          else throw InputError(where + ": metrics." + m + "." + ok + ": unknown key (expected stderr, floor)");
+        }
+        t.metrics[m] = mo;
+      }
+    } else {
+      throw InputError(where + ": " + k + ": unknown key (expected quality_stderr, quality_floor, tokens_per_s_drop, "
+                       "peak_memory_rise, fail_on_missing, metrics)");
+    }
+  }
+  return t;
+}
+
+Tolerance Tolerance::read(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw InputError("cannot read tolerance file " + file.string());
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw FormatError(file.string() + ": not valid JSON: " + e.what());
+  }
+  return from_json(j, file.string());
+}
+
+Comparison compare_results(const ResultSet& baseline, const ResultSet& current, const Tolerance& tol) {
+  Comparison out;
+  std::map<Key, const Record*> cur;
+  for (const auto& r : current.records) cur[key_of(r)] = &r;
+  std::map<Key, const Record*> base;
+  for (const auto& b : baseline.records) base[key_of(b)] = &b;
+
+  for (const auto& [key, b] : base) {
+    const auto it = cur.find(key);
+    if (it == cur.end()) {
+      out.missing.push_back(with_hash(*b));
+      if (tol.fail_on_missing)
+        out.regressions.push_back({run_name(*b), "run", "present", "missing", "", "fail_on_missing"});
+      continue;
+    }
+    const Record& c = *it->second;
+    ++out.matched;
+    const bool b_ok = b->status == "ok", c_ok = c.status == "ok";
+    if (b_ok && !c_ok) {
+      out.regressions.push_back({run_name(*b), "status", "ok", status_text(c), "", "status must stay ok"});
+      continue;
+    }
+    if (!b_ok) {
+      if (c_ok) out.improvements.push_back({run_name(*b), "status", status_text(*b), "ok", "", ""});
+      continue;
+    }
+    compare_quality(*b, c, tol, out);
+    compare_relative(*b, c, "train_tokens_per_s", tol.tokens_per_s_drop, true, out);
+    compare_relative(*b, c, "eval_tokens_per_s", tol.tokens_per_s_drop, true, out);
+    compare_relative(*b, c, "peak_rss_bytes", tol.peak_memory_rise, false, out);
+  }
+  for (const auto& [key, c] : cur)
+    if (!base.count(key)) out.added.push_back(with_hash(*c));
+  return out;
+}
+
+std::string comparison_text(const Comparison& c, bool markdown) {
+  std::ostringstream os;
+  const std::string verdict = c.regressed() ? "REGRESSION" : "ok";
+  const std::string counts = std::to_string(c.matched) + " runs matched, " + std::to_string(c.regressions.size()) +
+                             " regressions, " + std::to_string(c.improvements.size()) + " improvements, " +
+                             std::to_string(c.missing.size()) + " missing, " + std::to_string(c.added.size()) + " new";
+  if (markdown) os << "# tunebench compare: " << verdict << "\n\n" << counts << ".\n";
+  else os << "compare: " << verdict << " — " << counts << "\n";
+  auto findings = [&](const char* title, const std::vector<Finding>& rows) {
+    if (rows.empty()) return;
+    os << (markdown ? "\n## " : "\n") << title << (markdown ? "\n\n" : ":\n");
+    text_table(os, rows, markdown);
+  };
+  auto runs = [&](const char* title, const std::vector<std::string>& rows) {
+    if (rows.empty()) return;
+    os << (markdown ? "\n## " : "\n") << title << (markdown ? "\n\n" : ":\n");
+    for (const auto& r : rows) os << (markdown ? "- " : "  ") << r << "\n";
+  };
+  findings("Regressions", c.regressions);
+  findings("Improvements", c.improvements);
+  runs("Missing runs (in the baseline, not in the current results)", c.missing);
+  runs("New runs (in the current results, not in the baseline)", c.added);
+  return os.str();
+}
+
+}  // namespace tb::reports

@@ -1,0 +1,78 @@
+// The report's view of a set of results: records read from one or more directories
+// (shards of one matrix, or runs made apart), grouped per task into one row per method
+// configuration, plus any hardware profiles (profile.json) found beside them. The
+// Markdown, HTML and comparison writers all read this one model, so they agree.
+//
+// Aggregation over seeds: a row's value is the mean over its ok runs; its stderr combines
+// the test-set uncertainty (the mean of the runs' bootstrap stderrs: the runs share one
+// test set, so those errors do not average out) with the seed-to-seed spread (sample
+// variance / n): sqrt(mean_se² + s²/n).
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "harness/record.h"
+
+namespace tb::reports {
+
+// The reference rows (methods/reference.cpp): shown last in every table, set apart.
+bool is_reference_method(const std::string& method);
+
+struct Profile {
+  std::filesystem::path file;
+  nlohmann::json json;  // validated by profile::validate_profile_json
+};
+
+struct ResultSet {
+  std::vector<std::filesystem::path> dirs;
+  std::vector<runner::Record> records;  // sorted by (task, method, seed)
+  std::vector<Profile> profiles;
+};
+
+// Reads every record (and profile.json, when present) of each directory. A run — (method,
+// task, seed, configuration hash) — present in two directories is an InputError naming
+// both files, since counting it twice would weigh it twice. A missing directory is an
+// InputError; a malformed record a FormatError naming the file.
+ResultSet read_results(const std::vector<std::filesystem::path>& dirs);
+
+// One row of a task table: every run of one method configuration on the task.
+struct MethodRow {
+  std::string method, config_hash;
+  std::string label;  // the method, plus its differing options when a method has several configs
+  bool reference = false;
+  std::vector<const runner::Record*> runs;    // every seed, ok or not
+  std::vector<const runner::Record*> failed;  // the runs whose status is not ok
+  int ok = 0;
+  std::string status;  // "ok", "error", "2 ok, 1 diverged", ...
+  std::string metric;
+  bool higher_is_better = true;
+  double value = NAN, stderr_ = NAN;
+  double forgetting = NAN, forgetting_stderr = NAN;
+  double total_params = NAN, trainable_params = NAN, trainable_percent = NAN, adaptation_bytes = NAN;
+  double peak_rss_bytes = NAN, train_seconds = NAN, train_tokens_per_s = NAN, eval_tokens_per_s = NAN;
+  std::map<std::string, double> memory;  // breakdown key -> bytes (mean over ok runs)
+  bool pareto = false;                   // on the quality / trainable-parameters front
+};
+
+struct TaskSection {
+  std::string task, metric;
+  std::vector<MethodRow> rows;  // methods in registry order, reference rows last
+};
+
+// The memory breakdown keys of a record, in display order.
+const std::vector<std::string>& memory_keys();
+
+std::vector<TaskSection> build_sections(const ResultSet& results);
+
+// Number formatting shared by the writers ("" for NAN).
+std::string format_bytes(double bytes);       // "1.5 KiB", "182 MiB"
+std::string format_count(double n);           // "5.31M", "16.4k", "514"
+std::string format_seconds(double s);         // "9.5 s", "1:58", "1:05:03"
+std::string format_rate(double per_s);        // "2,450"
+std::string format_fixed(double v, int digits);
+
+}  // namespace tb::reports
