@@ -149,11 +149,13 @@ void matmul(float* c, const View& cv, const void* a, const View& av, const void*
       bd[nd - 1] = cv.dims[nd - 1];
       bias_md = memory::desc(bd, dt::f32, View::dense(std::vector<int64_t>(bd.begin(), bd.end())).strides);
     }
+    // alpha as an output scale keeps oneDNN on its optimised kernels; an eltwise_linear
+    // post-op followed by a sum post-op sends the primitive to the reference kernel.
     dnnl::post_ops po;
-    if (attr.alpha != 1.0f) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, attr.alpha, 0.0f);
     if (attr.post != Eltwise::none) po.append_eltwise(1.0f, to_alg(attr.post), alg_alpha(attr.post), 0.0f);
     if (attr.beta != 0.0f) po.append_sum(attr.beta);
     dnnl::primitive_attr pattr;
+    if (attr.alpha != 1.0f) pattr.set_output_scales(0, {attr.alpha});
     pattr.set_post_ops(po);
     auto desc = dnnl::matmul::desc(md_of(av), md_of(bv), bias_md, md_of(cv));
     auto pd = dnnl::matmul::primitive_desc(desc, pattr, rt().engine);
