@@ -11,14 +11,20 @@
 //   infer — forward returning the logits of every position.
 // FLOPs are model FLOPs: matmul products (2·M·N·K) of the forward, and of the backward
 // products the case actually computes (input and weight gradients), with attention counted
-// as its causal half (scores and weighted sum, 2·B·NH·T·(T+1)·hs each).
+// over its causal half: scores and weighted sum together 2·B·NH·T·(T+1)·hs per layer
+// forward, twice that backward. Ops that are not matmuls (norms, activations, RoPE,
+// residual, loss, pooling, embedding) report bytes/s of their compulsory memory traffic
+// instead, and null GFLOP/s and peak fraction.
 //
 // The JSON (`--json FILE`, also rendered by `tunebench report` as its hardware section):
-//   {"machine": {"cpu", "threads", "isa", "onednn_version", "peak_gflop_per_s": {"f32", "bf16"}},
-//    "model": {...shape...},
-//    "cases": [{"kind": "op"|"train"|"infer", "name", "method", "precision", "shape": {...},
-//               "tokens_per_s", "gflop_per_s", "peak_fraction", "seconds_per_iter"}]}
-// peak_gflop_per_s.bf16 is null when the CPU has no native bf16 dot products.
+//   {"machine": {"cpu", "threads", "isa", "onednn_version", "peak_gflop_per_s": {"f32", "bf16"},
+//                "cores", "host", "compiler", "peak_matmul_size"},
+//    "model": {"arch", "L", "C", "NH", "NKV", "F", "V", "T", "B", "params", "source"},
+//    "cases": [{"kind": "op"|"train"|"infer", "name", "method" (null for ops), "precision",
+//               "shape": {...}, "tokens_per_s", "gflop_per_s", "peak_fraction", "gbyte_per_s",
+//               "seconds_per_iter", "iterations", "flops_per_iter"}]}
+// peak_gflop_per_s.bf16 is null when the CPU has no native bf16 dot products. Every case is
+// measured in real (wall) time after one untimed warm-up step.
 #pragma once
 
 #include <cstdint>

@@ -406,6 +406,7 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     auto model = load_model(mc.model_dir);
     const auto tokenizer = Tokenizer::from_dir(mc.model_dir.string());
     const int64_t rss_loaded = rss_bytes();
+    ti["rss_after_load_bytes"] = rss_loaded;
     const auto task = mc.registry.load(plan.item.task);
     const auto train = take(task->split("train"), mc.spec.limit);
     const auto dev = take(task->split("dev"), mc.spec.limit);
@@ -484,6 +485,9 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     ti["peak_rss_bytes"] = peak;
     ti["rss_after_load_bytes"] = rss_loaded;
     ti["rss_delta_bytes"] = std::max<int64_t>(peak - rss_loaded, 0);
+    // The base weights are resident for every method; a method that does not meter its
+    // memory (the reference rows) still holds them.
+    ti["memory"]["weights"] = total_params * static_cast<int64_t>(sizeof(float));
     for (const auto& [k, v] : meter.memory) ti["memory"][k] = v;
     ti["train_seconds"] = train_wall;
     ti["train_tokens"] = meter.train_tokens;
@@ -517,7 +521,10 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     ti["message"] = e.what();
     record["metrics"] = json::object();
   }
-  ti["peak_rss_bytes"] = std::max(ti["peak_rss_bytes"].get<int64_t>(), peak_rss_bytes());
+  if (ti["peak_rss_bytes"].get<int64_t>() == 0) {  // the run failed before its peak was taken
+    ti["peak_rss_bytes"] = peak_rss_bytes();
+    ti["rss_delta_bytes"] = std::max<int64_t>(ti["peak_rss_bytes"].get<int64_t>() - ti["rss_after_load_bytes"].get<int64_t>(), 0);
+  }
   ti["run_seconds"] = now_seconds() - t_start;
   record["train_info"] = ti;
   validate_record(record, record_file.string());
@@ -689,51 +696,57 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
 
   MatrixResult result;
   result.planned = static_cast<int64_t>(plans.size());
+  mc.model_sha = model_sha256(mc.model_dir, mc.cache_dir);
   std::vector<RunPlan> todo;
   for (auto& p : plans) {
-    const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
-    if (!fs::exists(file)) {
-      todo.push_back(std::move(p));
-      continue;
-    }
-    if (!spec.resume)
-      throw InputError(file.string() + " already exists (records are never overwritten: use --resume to skip "
-                       "finished runs, or a fresh --out)");
-    read_record(file);  // a record that does not validate is an error naming it, never overwritten
-    ++result.resumed;
-  }
-
-  if (!todo.empty()) {
-    mc.model_sha = model_sha256(mc.model_dir, mc.cache_dir);
-    mc.meta = meta_info(mc.cache_dir, spec.threads);
-  }
-  double done_seconds = 0.0;
-  int64_t k = 0;
-  for (auto& p : todo) {
     const auto task = registry.load(p.item.task);
-    json options_json = p.options;
+    const json options_json = p.options;
     const json config = {{"method", p.item.method}, {"options", options_json}, {"task", p.item.task},
                          {"task_version", task->version()}, {"model_sha256", mc.model_sha}, {"limit", spec.limit}};
+    const std::string hash = data::sha256_hex(config.dump()).substr(0, 16);
+    const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
+    if (fs::exists(file)) {
+      if (!spec.resume)
+        throw InputError(file.string() + " already exists (records are never overwritten: use --resume to skip "
+                         "finished runs, or a fresh --out)");
+      // A record that does not validate, or that another configuration made (other options,
+      // task version, model or limit), is an error naming it: never overwritten, never mixed in.
+      const auto existing = read_record(file);
+      if (existing.config_hash != hash)
+        throw InputError(file.string() + " was made with another configuration (config_hash " + existing.config_hash +
+                         ", this run " + hash + ": options, task version, model or limit differ); use a fresh --out");
+      ++result.resumed;
+      continue;
+    }
     p.run_info = {{"tunebench_version", TB_VERSION},
                   {"git_sha", TB_GIT_SHA},
                   {"command_line", spec.command_line},
                   {"method", p.item.method},
                   {"options", options_json},
-                  {"config_hash", data::sha256_hex(config.dump()).substr(0, 16)},
+                  {"config_hash", hash},
                   {"task", p.item.task},
                   {"task_version", task->version()},
                   {"primary_metric", task->spec().primary_metric},
                   {"model_path", mc.model_dir.string()},
                   {"model_sha256", mc.model_sha},
                   {"seed", p.item.seed},
-                  {"threads", spec.threads > 0 ? spec.threads : mc.meta["threads"].get<int>()},
+                  {"threads", spec.threads},
                   {"limit", spec.limit},
                   {"examples",
                    {{"train", take(task->split("train"), spec.limit).size()},
                     {"dev", take(task->split("dev"), spec.limit).size()},
                     {"test", take(task->split("test"), spec.limit).size()}}},
                   {"matrix_index", p.item.index},
-                  {"start_time", iso_time_now()}};
+                  {"start_time", ""}};
+    todo.push_back(std::move(p));
+  }
+
+  if (!todo.empty()) mc.meta = meta_info(mc.cache_dir, spec.threads);
+  double done_seconds = 0.0;
+  int64_t k = 0;
+  for (auto& p : todo) {
+    p.run_info["start_time"] = iso_time_now();
+    p.run_info["threads"] = spec.threads > 0 ? spec.threads : mc.meta["threads"].get<int>();
     p.k = ++k;
     p.n = static_cast<int64_t>(todo.size());
     p.runs_done_seconds = done_seconds;

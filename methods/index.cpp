@@ -307,7 +307,7 @@ class Index final : public Method {
     store_->rebuild(key, chunks, vectors.data(), C);
   }
 
-  int64_t k_ = 4, chunk_ = 64, overlap_ = 16, depth_ = 20, batch_ = 16;
+  int64_t k_ = 4, chunk_ = 48, overlap_ = 12, depth_ = 20, batch_ = 16;
   bool closed_book_ = true;
   bool use_hnsw_ = true;
   Pool pool_ = Pool::mean;
@@ -327,8 +327,8 @@ MethodInfo index_method_info() {
   info.summary = "LLM indexing: chunk + embed documents into SQLite (+ HNSW), retrieve top-k chunks into the prompt";
   info.options = {
       {"k", "4", "chunks placed in the prompt before the question (0 = closed book)"},
-      {"chunk", "64", "chunk length in tokens"},
-      {"overlap", "16", "tokens shared by consecutive chunks of a document"},
+      {"chunk", "48", "chunk length in tokens (4 chunks of 48 leave room for the question in a 256-token window)"},
+      {"overlap", "12", "tokens shared by consecutive chunks of a document"},
       {"search", "hnsw", "nearest-neighbour search: exact (brute force) | hnsw (hnswlib)"},
       {"depth", "20", "chunks retrieved for the document ranking (recall@k, MRR)"},
       {"pool", "mean", "pooling of the final hidden states for embeddings: mean | last"},

@@ -183,6 +183,7 @@ void LmCost::add_forward(const Model& model, const std::vector<int64_t>& lengths
   const int64_t B = static_cast<int64_t>(lengths.size());
   kv_bytes = std::max(kv_bytes, cfg.n_layer * B * T * 2 * cfg.n_kv_head * cfg.head_dim * 4);
   activation_bytes = std::max(activation_bytes, model.activation_bytes());
+  weight_bytes = model.params().value_bytes();
 }
 
 void LmCost::charge(Meter& meter, bool prepare) const {
@@ -194,6 +195,7 @@ void LmCost::charge(Meter& meter, bool prepare) const {
   };
   raise("kv_cache", kv_bytes);
   raise("activations", activation_bytes);
+  raise("weights", weight_bytes);
 }
 
 std::vector<std::vector<double>> score_candidates(Model& model, const std::vector<std::vector<int32_t>>& contexts,

@@ -88,6 +88,7 @@ struct LmCost {
   double flops = 0.0;               // forward FLOPs (2·params·T + causal attention per sequence)
   int64_t kv_bytes = 0;             // largest K/V footprint of one batch (L·B·T·2·NKV·hs·4)
   int64_t activation_bytes = 0;     // largest activation footprint of one forward
+  int64_t weight_bytes = 0;         // the model's parameters (fp32)
   int64_t truncated = 0;            // requests tb::score had to left-truncate
   void add_forward(const Model& model, const std::vector<int64_t>& lengths, int64_t T);
   // Adds tokens/flops to the meter's train (prepare) or eval side and raises its memory.

@@ -46,7 +46,7 @@ std::vector<std::string> lora_all_linear_sites(const ModelConfig& cfg) {
 }
 
 LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
-    : cfg_(cfg), rank_(lc.rank), scale_(0.0f), dropout_(static_cast<float>(lc.dropout)),
+    : rank_(lc.rank), scale_(0.0f), dropout_(static_cast<float>(lc.dropout)),
       rng_(lc.seed ^ 0x9E3779B97F4A7C15ull) {
   if (lc.rank < 1) throw InputError("lora.rank: must be >= 1, got " + std::to_string(lc.rank));
   if (!(lc.alpha > 0.0) || !std::isfinite(lc.alpha))
@@ -162,9 +162,10 @@ int LoraHooks::lowest_trainable_layer(int num_layers) const {
   return lowest;
 }
 
-std::vector<int> LoraHooks::modules_at(int layer, Site site) const {
+const std::vector<int>& LoraHooks::modules_at(int layer, Site site) const {
+  static const std::vector<int> none;
   const size_t i = static_cast<size_t>(layer) * kNumSites + static_cast<size_t>(site);
-  if (layer < 0 || i >= index_.size()) return {};
+  if (layer < 0 || i >= index_.size()) return none;
   return index_[i];
 }
 

@@ -69,11 +69,10 @@ class LoraHooks : public Hooks {
 
  private:
   struct Module;
-  std::vector<int> modules_at(int layer, Site site) const;
+  const std::vector<int>& modules_at(int layer, Site site) const;
   Module& checked(int index, int64_t IC, int64_t OC);
   void dropout_input(const Module& m, const float* x, int64_t N);
 
-  ModelConfig cfg_;
   int64_t rank_;
   float scale_;
   float dropout_;

@@ -4,7 +4,8 @@
 // score them, and keep the best against the worst as one (chosen, rejected) pair; prompts
 // whose candidates all score the same are dropped as ties.
 //
-// Pairs are saved as JSONL (one pair per line, token ids included so a reload is exact)
+// Pairs are saved as JSONL (one pair per line; the token ids are what a reload uses, the
+// texts are for reading and may show U+FFFD where a continuation cut a UTF-8 character)
 // under the run's cache directory, keyed by the model hash and every sampling option, so
 // the reward model, PPO and DPO of later runs read the same pairs.
 #pragma once

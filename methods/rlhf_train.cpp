@@ -153,7 +153,6 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
   acfg.clip_norm = static_cast<float>(cfg_.clip);
   auto opt = AdamW::for_stores(stores, acfg);
   optimizer_bytes_ = opt.state_bytes();
-  const int64_t C = policy_.config().hidden;
   const double trainable_policy = [&] {
     double n = 0;
     for (auto* s : policy_stores_) n += static_cast<double>(s->num_trainable());
@@ -301,9 +300,10 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
           stop_reason_ = "diverged";
           break;
         }
-        std::vector<float> dhidden(static_cast<size_t>(N * C), 0.0f);
-        value_.backward(dhidden.data(), dval.data(), lp.hidden().data(), N);
-        lp.backward(policy_, policy_hooks_, dlogp.data(), dhidden.data());
+        // The value loss trains the head alone: its gradient stops at the hidden states, so a
+        // poorly fitted critic cannot pull the policy's weights (a LoRA policy has few).
+        value_.backward(nullptr, dval.data(), lp.hidden().data(), N);
+        lp.backward(policy_, policy_hooks_, dlogp.data(), nullptr);
         opt.step(static_cast<float>(cfg_.lr));
         st.pg_loss += pg / ntok;
         st.vf_loss += vf / ntok;

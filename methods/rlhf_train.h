@@ -4,8 +4,9 @@
 // it): sample continuations from the policy, score each with a reward function (the learned
 // reward model in a real run), subtract a per-token KL penalty to the frozen reference
 // (log-ratio estimator, coefficient adaptive towards a KL target or fixed), estimate
-// advantages with GAE from a value head on the policy's hidden states, and take several
-// epochs of minibatch steps on the clipped policy and value objectives. Training stops
+// advantages with GAE from a value head on the policy's final hidden states (the value loss
+// trains the head alone; its gradient stops at the hidden states), and take several epochs
+// of minibatch steps on the clipped policy and value objectives. Training stops
 // after the configured number of rollout batches or once the rollouts' KL to the reference
 // exceeds a budget.
 //

@@ -164,7 +164,7 @@ nav a { margin-right: 14px; }
 a { color: #2f5d94; text-decoration: none; }
 table { border-collapse: collapse; margin: 8px 0 4px; font-variant-numeric: tabular-nums; }
 .table-wrap { overflow-x: auto; }
-th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+th, td { padding: 4px 7px; border-bottom: 1px solid var(--line); white-space: nowrap; font-size: 13px; }
 td.status-detail { white-space: normal; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
 th { text-align: left; font-weight: 600; background: var(--band); position: sticky; top: 0; }
 td.num, th.num { text-align: right; }
@@ -417,12 +417,13 @@ std::string report_markdown(const ResultSet& rs) {
       for (const auto& cell : cells) os << " " << md_escape(cell) << " |";
       os << "\n";
     }
-    std::vector<std::string> front;
+    std::vector<const MethodRow*> front;  // cheapest first
     for (const auto& r : s.rows)
-      if (r.pareto) front.push_back(r.label);
+      if (r.pareto) front.push_back(&r);
+    std::stable_sort(front.begin(), front.end(), [](auto a, auto b) { return a->trainable_params < b->trainable_params; });
     if (!front.empty()) {
       os << "\n★ Pareto front of " << s.metric << " against trainable parameters:";
-      for (std::size_t i = 0; i < front.size(); ++i) os << (i ? ", " : " ") << front[i];
+      for (std::size_t i = 0; i < front.size(); ++i) os << (i ? ", " : " ") << front[i]->label;
       os << ".\n";
     }
     bool header = false;

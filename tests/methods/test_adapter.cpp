@@ -100,7 +100,7 @@ TEST(Adapter, IsolatedBackwardMatchesFiniteDifferences) {
         scale = std::max(scale, std::fabs(static_cast<double>(grad[i])));
       }
       EXPECT_GT(scale, 0.0) << what;
-      EXPECT_LT(diff / scale, 5e-3) << what << (act == AdapterAct::gelu ? " gelu" : " relu");
+      EXPECT_LT(diff / scale, 1e-3) << what << (act == AdapterAct::gelu ? " gelu" : " relu");
     };
     for (auto& p : ad.store().params())
       if (p.name.find("layers.1.adapter.mlp") != std::string::npos) check(p.data, p.grad, p.numel(), p.name);
@@ -198,15 +198,16 @@ TEST_P(AdapterMethod, LearnsFrozenAndDeterministic) {
       const auto& params = f.model->params().params();
       std::vector<std::vector<float>> before;
       for (const auto& p : params) before.emplace_back(p.data, p.data + p.numel());
-      auto ctx = f.context(info, {{"epochs", "6"}, {"patience", "100"}, {"kind", kind}, {"size", "8"}});
+      auto ctx = f.context(info, {{"epochs", "8"}, {"lr", "1e-2"}, {"patience", "100"}, {"kind", kind}, {"size", "16"}});
       auto method = info.make();
       method->prepare(ctx);
       ASSERT_EQ(f.meter.status, "ok") << f.meter.status_message;
       const auto& curve = f.meter.loss_curve;
       ASSERT_FALSE(curve.empty());
       EXPECT_LT(curve.back().loss, curve.front().loss) << kind;
-      EXPECT_GT(accuracy(method->predict(ctx, f.dev), f.dev), 0.75) << kind;
-      const int64_t L = f.model->config().n_layer, C = f.model->config().hidden, m = 8;
+      // Chance is 0.5 and a head on the frozen random body reaches about 0.8.
+      EXPECT_GT(accuracy(method->predict(ctx, f.dev), f.dev), 0.9) << kind;
+      const int64_t L = f.model->config().n_layer, C = f.model->config().hidden, m = 16;
       const int64_t per = std::string(kind) == "houlsby" ? 2 : 1;
       EXPECT_EQ(method->trainable_params(), L * per * (2 * C * m + m + C) + 2 * C + 2) << kind;
       const auto dir = f.dir / "adaptation";

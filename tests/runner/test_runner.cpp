@@ -64,6 +64,7 @@ TEST_F(RunnerTest, RecordsHaveEveryFieldWithSaneValues) {
     EXPECT_GE(ti["train_seconds"].get<double>(), 0.0);
     EXPECT_GT(ti["run_seconds"].get<double>(), 0.0);
     EXPECT_EQ(ti["memory"].size(), 6u);
+    EXPECT_EQ(ti["memory"]["weights"].get<int64_t>(), 4 * count_params(config_));  // the loaded base weights
     const auto& acc = rec.json["metrics"]["accuracy"];
     EXPECT_GE(acc["value"].get<double>(), 0.0);
     EXPECT_LE(acc["value"].get<double>(), 1.0);
@@ -104,6 +105,11 @@ TEST_F(RunnerTest, RecordsAreNeverOverwritten) {
   EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.out.find("0 runs executed, 1 resumed"), std::string::npos) << resumed.out;
   EXPECT_EQ(slurp(out / "majority__tiny-sst2__seed0.json"), before);
+  // Resuming with another configuration would mix incomparable records: refused, naming the file.
+  const auto other = cli(run_args("majority", out, "--resume --limit 2"));
+  EXPECT_EQ(other.exit_code, 2);
+  EXPECT_NE(other.err.find("majority__tiny-sst2__seed0.json was made with another configuration"), std::string::npos)
+      << other.err;
 }
 
 TEST_F(RunnerTest, ResumeAfterKilledMatrixEndsWithEveryRecordOnce) {
