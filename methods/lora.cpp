@@ -355,9 +355,11 @@ class LoraMethod final : public Method {
 }  // namespace
 
 MethodInfo lora_method_info() {
-  // PEFT's LoRA recipes use 1e-4 to 1e-3 on large models; with a few epochs on a small
-  // model the low-rank update (B starts at zero) needs the top of that range and more.
-  auto opts = training_option_specs(TrainDefaults{2e-3, 4, 16, 0.0, "head"});
+  // PEFT's LoRA recipes use 1e-4 to 1e-3 on large models; a few epochs on a small model
+  // need more, since B starts at zero. On sentiment-yelp with a 6-layer C=256 checkpoint
+  // (seed 0) test accuracy was 0.63 / 0.64 / 0.67 at 2e-3 / 5e-3 / 1e-2, but forgetting
+  // (held-out LM loss increase) 0.01 / 0.22 / 3.2: 5e-3 learns without wrecking the model.
+  auto opts = training_option_specs(TrainDefaults{5e-3, 4, 16, 0.0, "head"});
   opts.insert(opts.begin(),
               {{"rank", "8", "rank r of the update B·A (r·(in + out) trainable values per site)"},
                {"alpha", "16", "scaling numerator: the update is (alpha / r)·B·A"},

@@ -54,6 +54,7 @@ std::vector<OptionSpec> rlhf_options() {
       {"candidates", "4", "continuations sampled per prompt; the judge's best and worst form its pair"},
       {"max-new", "12", "continuation length in tokens (pairs, rollouts and evaluation)"},
       {"rm-train", "head", "what the Bradley-Terry loss trains in the reward model: head | lora | full"},
+      {"rm-pool", "last", "hidden state the reward head reads: last (the last real token) | mean"},
       {"rm-epochs", "20", "reward model epochs (best epoch on dev pairs)"},
       {"rm-lr", "auto", "reward model learning rate; auto = 3e-3 (head), 1e-3 (lora), 1e-4 (full)"},
       {"rm-batch", "16", "pairs per reward model step"},
@@ -196,6 +197,9 @@ class RlhfMethod final : public Method {
       RewardConfig rc;
       rc.train = o.str("rm-train");
       rc.epochs = o.integer("rm-epochs");
+      const std::string pool = o.str("rm-pool");
+      if (pool != "last" && pool != "mean") throw InputError("rlhf.rm-pool: '" + pool + "' is not last or mean");
+      rc.pool = pool == "last" ? Pool::last : Pool::mean;
       rc.batch = o.integer("rm-batch");
       rc.clip = clip;
       rc.lr = o.str("rm-lr") == "auto" ? (rc.train == "head" ? 3e-3 : rc.train == "lora" ? 1e-3 : 1e-4) : o.number("rm-lr");
@@ -217,6 +221,7 @@ class RlhfMethod final : public Method {
       meter.train_tokens += fit.tokens;
       meter.train_flops += fit.flops;
       meter.details["reward_model"] = {{"train", rc.train},
+                                       {"pool", pool},
                                        {"lr", rc.lr},
                                        {"epochs", rc.epochs},
                                        {"best_epoch", fit.best_epoch},

@@ -249,7 +249,7 @@ void RewardModel::pooled(const Sequences& s, bool training, std::vector<float>& 
   model_->forward(s.tokens.data(), s.B, s.T, lora_.get(), training);
   activation_bytes_ = std::max(activation_bytes_, model_->activation_bytes());
   out.assign(static_cast<size_t>(s.B * model_->config().hidden), 0.0f);
-  model_->pool(out.data(), static_cast<int>(model_->config().n_layer), Pool::last, s.length.data());
+  model_->pool(out.data(), static_cast<int>(model_->config().n_layer), cfg_.pool, s.length.data());
 }
 
 std::vector<double> RewardModel::score(const Sequences& s) {
@@ -377,7 +377,7 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
         std::vector<float> dpooled(h.size(), 0.0f);
         head_.backward(dpooled.data(), dr.data(), h.data(), 2 * B);
         std::vector<float> dhidden(static_cast<size_t>(model_->batch() * model_->seq_len() * C), 0.0f);
-        model_->pool_backward(dhidden.data(), Pool::last, seq.length.data(), dpooled.data());
+        model_->pool_backward(dhidden.data(), cfg_.pool, seq.length.data(), dpooled.data());
         model_->backward(dhidden.data(), lora_.get());
         const int64_t tok = seq.num_tokens();
         st.tokens += tok;

@@ -83,6 +83,8 @@ double bradley_terry(const float* r /*(2B)*/, int64_t B, float* dr /*(2B)*/, int
 
 struct RewardConfig {
   std::string train = "head";  // head | lora | full: what the Bradley–Terry loss trains
+  Pool pool = Pool::last;      // the state the head reads: the last real token's (as TRL's
+                               // sequence-classification reward models) or the mean
   double lr = 1e-3;
   int64_t epochs = 4;
   int64_t batch = 16;
@@ -100,7 +102,8 @@ struct RewardFitStats {
   double flops = 0.0;
 };
 
-// The base LM plus a scalar head on the last real token's final hidden state.
+// The base LM plus a scalar head on the final hidden state of the last real token (or, by
+// option, the mean over the sequence's real tokens).
 class RewardModel {
  public:
   // `base` holds frozen weights: head and lora read it, full trains a copy of it.
