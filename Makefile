@@ -5,7 +5,7 @@ BUILD ?= build
 ASAN  ?= build-asan
 OUT   ?= results/default
 
-.PHONY: deps build run test test-asan bench clean
+.PHONY: deps build run test test-asan bench integration clean
 
 deps:
 	bash scripts/deps.sh
@@ -27,6 +27,10 @@ test-asan: deps
 	cmake --build $(ASAN) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS)
+
+# Quality targets on the default model that take minutes (not part of `make test`).
+integration: build
+	OMP_NUM_THREADS=1 $(BUILD)/tunebench_integration
 
 bench: build
 	$(BUILD)/tunebench_bench --benchmark_counters_tabular=true

@@ -49,7 +49,7 @@ std::vector<OptionSpec> rlhf_options() {
       {"lora-rank", "8", "LoRA rank of the policy (and of a --rlhf.rm-train lora reward model)"},
       {"lora-alpha", "16", "LoRA alpha"},
       {"lora-sites", "q,k,v,o", "LoRA sites (q,k,v,o,gate,up,down, all-linear)"},
-      {"pairs", "256", "train prompts sampled for preference pairs (pairs whose candidates tie are dropped)"},
+      {"pairs", "1024", "train prompts sampled for preference pairs (pairs whose candidates tie are dropped)"},
       {"eval-pairs", "64", "dev prompts and test prompts, each, sampled for held-out pairs"},
       {"candidates", "4", "continuations sampled per prompt; the judge's best and worst form its pair"},
       {"max-new", "12", "continuation length in tokens (pairs, rollouts and evaluation)"},

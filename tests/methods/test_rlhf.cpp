@@ -10,7 +10,8 @@
 //    rejected lack) to ≥ 0.9 held-out pair accuracy;
 //  - preference pairs from the sentiment-steer task are ordered by the gold judge, ties
 //    dropped, deterministic in the seed; the rlhf method runs end to end (ppo and dpo) with
-//    every metric, memory role and the pair cache.
+//    every metric, memory role and the pair cache, and with a full policy trained against a
+//    frozen reference copy.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -479,14 +480,47 @@ TEST(RlhfMethod, PpoAndDpoRunEndToEndWithMetricsMemoryAndPairCache) {
   }
 }
 
+TEST(RlhfMethod, AFullPolicyTrainsTheModelAgainstAFrozenReferenceCopy) {
+  const auto& info = methods::rlhf_method_info();
+  SteerFixture f;
+  auto ctx = f.context(info, {{"policy", "full"}, {"rm-train", "full"}, {"pairs", "48"}, {"eval-pairs", "12"},
+                              {"max-new", "6"}, {"rm-epochs", "1"}, {"ppo-iterations", "2"}, {"rollout-batch", "8"},
+                              {"minibatch", "4"}, {"ppo-epochs", "1"}, {"lr", "1e-3"}});
+  const auto before = copy_model(*f.model);
+  auto method = info.make();
+  method->prepare(ctx);
+  ASSERT_EQ(f.meter.status, "ok");
+  EXPECT_TRUE(method->changes_base());
+  EXPECT_EQ(method->lm_hooks(), nullptr);
+  const int64_t base = f.model->params().value_bytes();
+  EXPECT_EQ(f.meter.memory.at("policy"), base);
+  EXPECT_EQ(f.meter.memory.at("reference"), base);
+  EXPECT_GT(f.meter.memory.at("reward_model"), base);  // its own trained copy plus the head
+  bool moved = false;
+  for (size_t i = 0; i < f.model->params().params().size() && !moved; ++i) {
+    const auto& a = f.model->params().params()[i];
+    moved = !std::equal(a.data, a.data + a.numel(), before->params().params()[i].data);
+  }
+  EXPECT_TRUE(moved);
+  method->predict(ctx, f.test);
+  for (const auto& m : f.meter.metrics)
+    if (m.name == "kl") EXPECT_TRUE(std::isfinite(m.value));
+}
+
 TEST(RlhfMethod, RejectsBadOptionsAndNonPreferenceTasks) {
   const auto& info = methods::rlhf_method_info();
   SteerFixture f;
-  for (const auto& [k, v] : std::map<std::string, std::string>{{"algo", "sft"}, {"policy", "half"}, {"rm-train", "x"}}) {
+  for (const auto& [k, v] : std::map<std::string, std::string>{{"algo", "sft"}, {"policy", "half"}, {"rm-train", "x"}, {"rm-pool", "max"}}) {
     auto ctx = f.context(info, {{k, v}, {"pairs", "8"}, {"eval-pairs", "2"}, {"max-new", "4"}});
     auto method = info.make();
     EXPECT_THROW(method->prepare(ctx), InputError) << k;
   }
+  const auto classify = tasks::Registry::standard().load("sentiment-amazon");
+  auto base = f.context(info, {});
+  methods::RunContext ctx{*f.model, *f.tok, *classify, 0, base.options, f.meter, 12, f.dir / "cache", "tiny-model",
+                          f.train, f.dev};
+  EXPECT_THROW(info.make()->prepare(ctx), InputError);
+  EXPECT_EQ(info.supports, std::vector<tasks::OutputType>{tasks::OutputType::preference});
 }
 
 }  // namespace
