@@ -361,9 +361,27 @@ struct RunPlan {
   double runs_done_seconds = 0.0;
 };
 
+// --limit N: the N examples of a split whose ids hash lowest, in split order. The
+// subset is the same for every method and seed, and unbiased even when a split file is
+// sorted by label (the first N of such a split would all share one class).
 std::vector<tasks::Example> take(const std::vector<tasks::Example>& v, int64_t limit) {
   if (limit <= 0 || static_cast<int64_t>(v.size()) <= limit) return v;
-  return {v.begin(), v.begin() + limit};
+  std::vector<std::pair<uint64_t, std::size_t>> keyed;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    // FNV-1a mixes poorly in its high bits for ids that differ in one character ("train0-1"
+    // vs "train1-1"), so the order is by its SplitMix64 finalisation.
+    uint64_t z = data::fnv1a64(v[i].id.empty() ? v[i].text : v[i].id);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    keyed.emplace_back(z ^ (z >> 31), i);
+  }
+  std::nth_element(keyed.begin(), keyed.begin() + limit, keyed.end());
+  std::vector<std::size_t> chosen;
+  for (int64_t i = 0; i < limit; ++i) chosen.push_back(keyed[static_cast<std::size_t>(i)].second);
+  std::sort(chosen.begin(), chosen.end());
+  std::vector<tasks::Example> out;
+  for (auto i : chosen) out.push_back(v[i]);
+  return out;
 }
 
 fs::path heldout_cache_file(const MatrixContext& mc) {

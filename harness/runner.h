@@ -52,7 +52,7 @@ struct RunSpec {
   std::filesystem::path out;
   std::vector<std::filesystem::path> task_files;
   MethodOptions options;  // given values only; defaults are filled per run
-  int64_t limit = 0;      // examples per split, 0 = all
+  int64_t limit = 0;      // examples per split (a hashed subset, the same for every method and seed), 0 = all
   int threads = 0;        // OpenMP threads per run, 0 = the OpenMP default
   bool resume = false;
   int64_t shard_index = 0, shard_count = 1;

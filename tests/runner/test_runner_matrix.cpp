@@ -43,7 +43,9 @@ class FaultyMethod : public methods::Method {
       ctx.meter.metrics.push_back({"kl", 0.25, 0.01, false});
     }
   }
-  std::vector<methods::Prediction> predict(methods::RunContext&, const std::vector<tasks::Example>& examples) override {
+  std::vector<methods::Prediction> predict(methods::RunContext& ctx, const std::vector<tasks::Example>& examples) override {
+    for (const auto& e : ctx.train) ctx.meter.details["train_labels"].push_back(e.label);
+    for (const auto& e : examples) ctx.meter.details["test_ids"].push_back(e.id);
     std::vector<methods::Prediction> p(examples.size());
     for (auto& x : p) x.label = 0;
     return p;
@@ -160,6 +162,39 @@ TEST_F(RunnerMatrix, MatrixOrderIsMethodMajorAndStable) {
   EXPECT_EQ(result.records[0].method, "diverge");
   EXPECT_EQ(result.records[0].seed, 0u);
   EXPECT_EQ(result.records[0].json["run_info"]["matrix_index"], 1);
+}
+
+// --limit takes a hashed subset: from a split file sorted by label it still draws both
+// classes, the same examples for every method and seed.
+TEST_F(RunnerMatrix, LimitTakesAnUnbiasedStableSubset) {
+  std::ofstream tsv(dir_ / "sorted.tsv");
+  tsv << "id\tsentence\tlabel\tsplit\n";
+  for (const char* split : {"train", "dev", "test"})
+    for (int label = 0; label < 2; ++label)
+      for (int i = 0; i < 20; ++i)
+        tsv << split << label << "-" << i << "\tsentence " << i << (label ? " good" : " bad") << "\t" << label << "\t" << split << "\n";
+  tsv.close();
+  std::ofstream(dir_ / "sorted.ini") << "name = sorted\nversion = 1\ndescription = t\noutput_type = classify\n\n[data]\n"
+                                     << "source = sorted.tsv\nformat = tsv\nid_field = id\ntext_field = sentence\n"
+                                     << "label_field = label\n\n[labels]\nnames = negative, positive\nvalues = 0, 1\n\n"
+                                     << "[metrics]\nnames = accuracy\n";
+  std::vector<methods::MethodInfo> table = {faulty("ok"), faulty("other")};
+  auto s = spec({"ok", "other"}, dir_ / "out");
+  s.tasks = {"sorted"};
+  s.task_files = {dir_ / "sorted.ini"};
+  s.seeds = {0, 1};
+  s.limit = 8;
+  const auto result = runner::run_matrix(s, table);
+  ASSERT_EQ(result.records.size(), 4u);
+  const auto& d = result.records[0].json["train_info"]["details"];
+  ASSERT_EQ(d["train_labels"].size(), 8u);
+  ASSERT_EQ(d["test_ids"].size(), 8u);
+  int positives = 0;
+  for (const auto& l : d["train_labels"]) positives += l.get<int>();
+  EXPECT_GT(positives, 0);
+  EXPECT_LT(positives, 8);
+  for (const auto& r : result.records) EXPECT_EQ(r.json["train_info"]["details"], d) << r.file;
+  EXPECT_EQ(result.records[0].json["run_info"]["examples"]["test"], 8);
 }
 
 }  // namespace
