@@ -23,6 +23,7 @@
 
 #include "harness/core/common.h"
 #include "harness/core/dnnl/dnn.h"
+#include "harness/core/dtype.h"
 #include "harness/core/model.h"
 #include "harness/core/model_io.h"
 #include "harness/core/ops.h"
@@ -237,7 +238,7 @@ std::vector<Case> step_cases(const ProfileSpec& spec, const std::shared_ptr<Step
 
 // ---- the op cases ---------------------------------------------------------------------
 
-std::vector<Case> op_cases(const ModelConfig& cfg, int64_t B, int64_t T) {
+std::vector<Case> op_cases(const ModelConfig& cfg, int64_t B, int64_t T, Precision prec) {
   const Dims d = dims_of(cfg, B, T);
   const int64_t N = d.N, C = d.C;
   std::vector<Case> out;
@@ -284,17 +285,35 @@ std::vector<Case> op_cases(const ModelConfig& cfg, int64_t B, int64_t T) {
   for (const auto& l : lins) {
     const json shape = {{"N", N}, {"IC", l.IC}, {"OC", l.OC}};
     const double mm = 2.0 * static_cast<double>(N) * static_cast<double>(l.IC) * static_cast<double>(l.OC);
+    // bf16: the weight as the model holds it (a bf16 copy); activations are rounded per call.
+    const bool bf16 = prec == Precision::bf16;
+    auto weight16 = [](const std::vector<float>& w) {
+      auto h = std::make_shared<std::vector<uint16_t>>(w.size());
+      convert_to_bf16(h->data(), w.data(), static_cast<int64_t>(w.size()));
+      return h;
+    };
     add("linear." + l.name + ".forward", shape, mm, 0, [=] {
       auto b = buffers({N * l.OC, N * l.IC, l.OC * l.IC, l.OC}, 5);
+      auto w16 = weight16((*b)[2]);
       return std::function<void()>([=] {
-        ops::linear_forward((*b)[0].data(), (*b)[1].data(), (*b)[2].data(), l.bias ? (*b)[3].data() : nullptr, N, l.IC, l.OC);
+        const float* bias = l.bias ? (*b)[3].data() : nullptr;
+        if (bf16)
+          ops::linear_forward_bf16((*b)[0].data(), (*b)[1].data(), w16->data(), bias, N, l.IC, l.OC);
+        else
+          ops::linear_forward((*b)[0].data(), (*b)[1].data(), (*b)[2].data(), bias, N, l.IC, l.OC);
       });
     });
     add("linear." + l.name + ".backward", shape, 2.0 * mm, 0, [=] {
       auto b = buffers({N * l.IC, l.OC * l.IC, l.OC, N * l.OC, N * l.IC, l.OC * l.IC}, 9);
+      auto w16 = weight16((*b)[5]);
       return std::function<void()>([=] {
-        ops::linear_backward((*b)[0].data(), (*b)[1].data(), l.bias ? (*b)[2].data() : nullptr, (*b)[3].data(),
-                             (*b)[4].data(), (*b)[5].data(), N, l.IC, l.OC);
+        float* dbias = l.bias ? (*b)[2].data() : nullptr;
+        if (bf16)
+          ops::linear_backward_bf16((*b)[0].data(), (*b)[1].data(), dbias, (*b)[3].data(), (*b)[4].data(),
+                                    w16->data(), N, l.IC, l.OC);
+        else
+          ops::linear_backward((*b)[0].data(), (*b)[1].data(), dbias, (*b)[3].data(), (*b)[4].data(),
+                               (*b)[5].data(), N, l.IC, l.OC);
       });
     });
   }
@@ -494,10 +513,7 @@ const std::vector<std::string>& profile_methods() {
 }
 
 void validate_spec(const ProfileSpec& s) {
-  if (s.precision == "bf16")
-    throw InputError("--precision bf16: bf16 model execution is not available yet (the model runs in f32 only); "
-                     "the machine's bf16 matmul peak is measured and reported by --precision f32");
-  if (s.precision != "f32") throw InputError("--precision: '" + s.precision + "' is not f32 or bf16");
+  parse_precision(s.precision, "--precision");
   if (s.model.empty()) {
     if (s.arch != "gpt2" && s.arch != "llama") throw InputError("--arch: '" + s.arch + "' is not gpt2 or llama");
     if (s.layers < 1) throw InputError("--layers must be >= 1");
@@ -522,7 +538,9 @@ void validate_spec(const ProfileSpec& s) {
 
 json run_profile(const ProfileSpec& spec, std::ostream& console) {
   validate_spec(spec);
+  const Precision prec = parse_precision(spec.precision, "--precision");
   auto model = build_model(spec);
+  model->set_precision(prec);  // InputError when the CPU cannot run bf16 matmuls
   const ModelConfig& cfg = model->config();
   if (spec.seq > cfg.max_positions)
     throw InputError("--seq " + std::to_string(spec.seq) + " exceeds the model's context of " + std::to_string(cfg.max_positions));
@@ -545,7 +563,9 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
   ctx->targets = random_tokens(B * T, cfg.vocab_size, 12);
 
   std::vector<Case> cases;
-  if (spec.ops) cases = op_cases(cfg, B, T);
+  if (spec.ops) cases = op_cases(cfg, B, T, prec);
+  // Peak fractions are against the peak of the precision the cases run in.
+  const double peak = prec == Precision::bf16 ? peak_bf16 : peak_f32;
   for (auto& c : step_cases(spec, ctx, shape)) cases.push_back(std::move(c));
 
   static bool initialized = false;
@@ -569,7 +589,7 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
   benchmark::ClearRegisteredBenchmarks();
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const Case* c = &cases[i];
-    benchmark::RegisterBenchmark(c->name.c_str(), [c, i, live, label, peak_f32](benchmark::State& state) {
+    benchmark::RegisterBenchmark(c->name.c_str(), [c, i, live, label, peak](benchmark::State& state) {
       if (live->index != static_cast<int>(i)) {
         live->step = nullptr;  // release the previous case's buffers first
         try {
@@ -595,7 +615,7 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
       state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(c->tokens), rate);
       if (c->flops > 0) {
         state.counters["GFLOP/s"] = benchmark::Counter(c->flops * 1e-9, rate);
-        state.counters["peak"] = benchmark::Counter(c->flops * 1e-9 / peak_f32, rate);
+        state.counters["peak"] = benchmark::Counter(c->flops * 1e-9 / peak, rate);
       }
       if (c->bytes > 0) state.counters["GB/s"] = benchmark::Counter(c->bytes * 1e-9, rate);
       state.counters["threads"] = omp_get_max_threads();
@@ -626,7 +646,7 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
                          {"shape", c.shape},
                          {"tokens_per_s", static_cast<double>(c.tokens) / spi},
                          {"gflop_per_s", null_or(gflops)},
-                         {"peak_fraction", null_or(gflops / peak_f32)},
+                         {"peak_fraction", null_or(gflops / peak)},
                          {"gbyte_per_s", null_or(c.bytes > 0 ? c.bytes / spi / 1e9 : NAN)},
                          {"seconds_per_iter", spi},
                          {"iterations", static_cast<int64_t>(it->iterations)},

@@ -284,6 +284,7 @@ void LoraHooks::merge_into(Model& model) {
       float* wr = W.data + (m.offset + o) * m.in;
       for (int64_t i = 0; i < m.in; ++i) wr[i] = static_cast<float>(wr[i] + scale_ * row[i]);
     }
+    W.touch();
   }
   merged_ = true;
 }

@@ -80,6 +80,8 @@ std::unique_ptr<Model> copy_model(const Model& m) {
   auto& dst = c->params().params();
   TB_CHECK(src.size() == dst.size(), "parameter lists differ");
   for (size_t i = 0; i < src.size(); ++i) std::copy(src[i].data, src[i].data + src[i].numel(), dst[i].data);
+  c->params().touch_all();
+  c->set_precision(m.precision());
   return c;
 }
 

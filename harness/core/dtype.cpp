@@ -76,4 +76,10 @@ void f32_to_bf16(const float* src, std::byte* dst, std::size_t n) {
   }
 }
 
+void convert_to_bf16(std::uint16_t* dst, const float* src, std::int64_t n) {
+  // Small inputs (one row of a decode step) are not worth waking the thread pool for.
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
+  for (std::int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
 }  // namespace tb

@@ -88,4 +88,8 @@ void bf16_to_f32(const std::byte* src, float* dst, std::size_t n);  // src: 2n b
 void f32_to_f16(const float* src, std::byte* dst, std::size_t n);   // src: (n), dst: 2n bytes
 void f32_to_bf16(const float* src, std::byte* dst, std::size_t n);  // src: (n), dst: 2n bytes
 
+// The hot-path conversion of mixed precision (weights after an optimizer step, matmul
+// inputs): aligned uint16 output, vectorised and split over the OpenMP threads.
+void convert_to_bf16(std::uint16_t* dst, const float* src, std::int64_t n);
+
 }  // namespace tb

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "harness/core/common.h"
+#include "harness/core/dnnl/dnn.h"
 #include "harness/core/ops.h"
 
 namespace tb {
@@ -344,6 +345,7 @@ void Model::init_random(uint64_t seed, float std) {
     std::normal_distribution<float> d(0.0f, residual_out ? proj_std : std);
     for (int64_t i = 0; i < n; ++i) p.data[i] = d(gen);
   }
+  params_.touch_all();
 }
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -415,17 +417,69 @@ void Model::norm_backward(float* dx, const Param* w, const Param* b, const float
     ops::rmsnorm_backward(dx, w->grad, dout, x, w->data, rstd, N, cfg_.hidden);
 }
 
+Precision parse_precision(const std::string& text, const std::string& what) {
+  if (text == "f32") return Precision::f32;
+  if (text == "bf16") return Precision::bf16;
+  throw InputError(what + ": '" + text + "' is not a precision (f32 | bf16)");
+}
+
+const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "f32"; }
+
+void Model::set_precision(Precision p) {
+  if (p == precision_) return;
+  if (p == Precision::bf16) {
+    if (!dnn::info().bf16_supported)
+      throw InputError("precision bf16: this CPU has no native bf16 dot products (AVX512-BF16 or "
+                       "AMX) for oneDNN to use; run with f32");
+    // The matmul weights: every 2-D parameter except learned positions (an embedding table
+    // used by lookup only). A tied wte is the LM head, so it gets a copy too.
+    const Param* wpe = wpe_;
+    const Param* wte = wte_;
+    const Param* head = lm_head_;
+    params_.enable_bf16([wpe, wte, head](const Param& q) {
+      if (&q == wpe) return false;
+      if (&q == wte) return wte == head;
+      return q.shape.size() == 2;
+    });
+  } else {
+    params_.disable_bf16();
+  }
+  precision_ = p;
+}
+
+void Model::lm_head_forward(float* out, const float* x, int64_t N) const {
+  if (precision_ == Precision::bf16)
+    ops::linear_forward_bf16(out, x, lm_head_->bf16_data(), nullptr, N, cfg_.hidden, cfg_.vocab_size);
+  else
+    ops::linear_forward(out, x, lm_head_->data, nullptr, N, cfg_.hidden, cfg_.vocab_size);
+}
+
+void Model::lm_head_backward(float* dx, const float* dlogits, const float* x, int64_t N) const {
+  if (precision_ == Precision::bf16)
+    ops::linear_backward_bf16(dx, lm_head_->grad, nullptr, dlogits, x, lm_head_->bf16_data(), N,
+                              cfg_.hidden, cfg_.vocab_size);
+  else
+    ops::linear_backward(dx, lm_head_->grad, nullptr, dlogits, x, lm_head_->data, N, cfg_.hidden,
+                         cfg_.vocab_size);
+}
+
 void Model::linear_forward(int layer, Site site, float* y, const float* x, const Param* w,
                            const Param* b, int64_t N, int64_t IC, int64_t OC, Hooks* hooks,
                            bool training) const {
-  ops::linear_forward(y, x, w->data, b ? b->data : nullptr, N, IC, OC);
+  if (precision_ == Precision::bf16)
+    ops::linear_forward_bf16(y, x, w->bf16_data(), b ? b->data : nullptr, N, IC, OC);
+  else
+    ops::linear_forward(y, x, w->data, b ? b->data : nullptr, N, IC, OC);
   if (hooks && hooks->has_delta(layer, site)) hooks->delta_forward(layer, site, y, x, N, IC, OC, training);
 }
 
 void Model::linear_backward(int layer, Site site, float* dx, const float* dy, const float* x,
                             const Param* w, const Param* b, int64_t N, int64_t IC, int64_t OC,
                             Hooks* hooks) const {
-  ops::linear_backward(dx, w->grad, b ? b->grad : nullptr, dy, x, w->data, N, IC, OC);
+  if (precision_ == Precision::bf16)
+    ops::linear_backward_bf16(dx, w->grad, b ? b->grad : nullptr, dy, x, w->bf16_data(), N, IC, OC);
+  else
+    ops::linear_backward(dx, w->grad, b ? b->grad : nullptr, dy, x, w->data, N, IC, OC);
   if (hooks && hooks->has_delta(layer, site)) hooks->delta_backward(layer, site, dx, dy, x, N, IC, OC);
 }
 
@@ -566,7 +620,7 @@ void Model::pool_backward(float* dhidden, Pool kind, const int32_t* lengths, con
 }
 
 void Model::logits(float* out) const {
-  ops::linear_forward(out, final_hidden(), lm_head_->data, nullptr, B_ * Tt_, cfg_.hidden, cfg_.vocab_size);
+  lm_head_forward(out, final_hidden(), B_ * Tt_);
 }
 
 int64_t Model::lm_losses(const int32_t* targets, float* losses, int32_t ignore_index) {
@@ -616,8 +670,7 @@ void Model::backward_lm_rows(const float* dlosses, Hooks* hooks) {
   ops::cross_entropy_backward(dlogits_buf_.data(), dl.data(), logits_buf_.data(), loss_targets_.data(),
                               N, V, ignore_index_);
   std::vector<float> dfinal(N * C, 0.0f);
-  ops::linear_backward(dfinal.data(), lm_head_->grad, nullptr, dlogits_buf_.data(), final_hidden(),
-                       lm_head_->data, N, C, V);
+  lm_head_backward(dfinal.data(), dlogits_buf_.data(), final_hidden(), N);
   backward(dfinal.data(), hooks);
 }
 
@@ -854,10 +907,10 @@ void Model::forward_cached(const int32_t* tokens, int64_t B, int64_t T, KVCache&
   if (last_only) {
     std::vector<float> last(B * C);
     for (int64_t b = 0; b < B; ++b) std::copy_n(ln.data() + (b * Tt + Tt - 1) * C, C, last.data() + b * C);
-    ops::linear_forward(logits_out, last.data(), lm_head_->data, nullptr, B, C, V);
+    lm_head_forward(logits_out, last.data(), B);
   } else {
     for (int64_t b = 0; b < B; ++b)
-      ops::linear_forward(logits_out + b * T * V, ln.data() + (b * Tt + Pv) * C, lm_head_->data, nullptr, T, C, V);
+      lm_head_forward(logits_out + b * T * V, ln.data() + (b * Tt + Pv) * C, T);
   }
 }
 

@@ -52,6 +52,15 @@ struct ModelConfig {
 // Parameter-count arithmetic, used by the trainable-parameter tests and the records.
 int64_t count_params(const ModelConfig& cfg);
 
+// Matmul precision. bf16 = mixed precision: the matmuls of every linear layer and the LM
+// head take bf16 operands (weights from bf16 copies refreshed when a weight changes, inputs
+// rounded per call) and accumulate in fp32 into fp32 outputs; norms, softmax, attention,
+// the loss, gradients, master weights and optimizer state stay fp32.
+enum class Precision { f32, bf16 };
+// "f32" | "bf16"; parse throws tb::InputError naming `what` on anything else.
+Precision parse_precision(const std::string& text, const std::string& what);
+const char* precision_name(Precision p);
+
 // Sequence pooling for embeddings (features, retrieval, reward heads).
 enum class Pool { mean, last };
 
@@ -67,6 +76,12 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   ParamStore& params() { return params_; }
   const ParamStore& params() const { return params_; }
+
+  // Switches matmul precision (see Precision). bf16 allocates the bf16 weight copies
+  // (2 bytes per matmul weight value); f32 frees them. Throws tb::InputError when the
+  // machine's oneDNN cannot run bf16 matmuls.
+  void set_precision(Precision p);
+  Precision precision() const { return precision_; }
 
   // GPT-2-style init: N(0, std) matrices, residual projections scaled by 1/sqrt(2L), zero
   // biases, unit norms. Deterministic in `seed`.
@@ -140,8 +155,12 @@ class Model {
                        const Param* w, const Param* b, int64_t N, int64_t IC, int64_t OC,
                        Hooks* hooks) const;
 
+  void lm_head_forward(float* out, const float* x, int64_t N) const;
+  void lm_head_backward(float* dx, const float* dlogits, const float* x, int64_t N) const;
+
   ModelConfig cfg_;
   ParamStore params_;
+  Precision precision_ = Precision::f32;
   std::vector<LayerParams> layers_;
   Param* wte_ = nullptr;
   Param* wpe_ = nullptr;

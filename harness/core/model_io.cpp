@@ -90,6 +90,7 @@ std::unique_ptr<Model> load_model(const std::filesystem::path& path) {
       ckpt.read_f32(it->second, std::span<float>(p.data, static_cast<size_t>(p.numel())));
     }
   }
+  model->params().touch_all();
   return model;
 }
 

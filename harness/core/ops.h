@@ -36,6 +36,16 @@ void linear_backward(float* dinp /*(N,IC) or null*/, float* dweight /*(OC,IC) or
                      float* dbias /*(OC) or null*/, const float* dout /*(N,OC)*/,
                      const float* inp /*(N,IC)*/, const float* weight /*(OC,IC)*/, int64_t N,
                      int64_t IC, int64_t OC);
+// Mixed precision (bf16 matmul operands, fp32 accumulation and outputs): the same
+// contracts with the weight given as its bf16 copy. Float operands (inp, dout) are
+// rounded to bf16 into per-thread scratch buffers that are reused from call to call.
+void linear_forward_bf16(float* out /*(N,OC)*/, const float* inp /*(N,IC)*/,
+                         const std::uint16_t* weight /*(OC,IC) bf16*/,
+                         const float* bias /*(OC) or null*/, int64_t N, int64_t IC, int64_t OC);
+void linear_backward_bf16(float* dinp /*(N,IC) or null*/, float* dweight /*(OC,IC) or null*/,
+                          float* dbias /*(OC) or null*/, const float* dout /*(N,OC)*/,
+                          const float* inp /*(N,IC)*/, const std::uint16_t* weight /*(OC,IC) bf16*/,
+                          int64_t N, int64_t IC, int64_t OC);
 
 // ---- normalisation --------------------------------------------------------------------
 void layernorm_forward(float* out /*(N,C)*/, float* mean /*(N)*/, float* rstd /*(N)*/,

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "harness/core/common.h"
+#include "harness/core/dtype.h"
 
 namespace tb {
 
@@ -49,17 +50,21 @@ double AdamW::grad_norm() const {
 
 float AdamW::step(float lr) {
   ++t_;
-  const double norm = grad_norm();
+  // With clipping the norm must be known before the update (its own pass); without, the
+  // update loop sums the squares as it goes, so the step reads each gradient once.
+  const bool clipping = cfg_.clip_norm > 0.0f;
+  const double norm_before = clipping ? grad_norm() : 0.0;
   float clip = 1.0f;
-  if (cfg_.clip_norm > 0.0f) {
+  if (clipping) {
     // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied if < 1.
-    const double coef = cfg_.clip_norm / (norm + 1e-6);
+    const double coef = cfg_.clip_norm / (norm_before + 1e-6);
     if (coef < 1.0) clip = static_cast<float>(coef);
   }
   const float b1 = cfg_.beta1, b2 = cfg_.beta2, eps = cfg_.eps;
   const double bc1 = 1.0 - std::pow(double(b1), double(t_));
   const double bc2 = 1.0 - std::pow(double(b2), double(t_));
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  double sumsq = 0.0;
   size_t off = 0;
   for (const auto& g : groups_) {
     const float glr = lr * g.lr_scale;
@@ -69,22 +74,32 @@ float AdamW::step(float lr) {
       TB_CHECK(p->grad, "parameter " << p->name << " lost its gradient buffer");
       const int64_t n = p->numel();
       float* w = p->data;
-      float* gr = p->grad;
+      const float* gr = p->grad;
       float* m = m_.get() + off;
       float* v = v_.get() + off;
-#pragma omp parallel for simd schedule(static)
+      std::uint16_t* w16 = p->bf16;  // mixed precision: refresh the bf16 copy in the same pass
+      double s = 0.0;
+#pragma omp parallel for simd reduction(+ : s) schedule(static)
       for (int64_t i = 0; i < n; ++i) {
         const float gi = gr[i] * clip;
-        w[i] *= decay;
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-        w[i] -= step_size * m[i] / denom;
+        s += double(gr[i]) * gr[i];
+        float wi = w[i] * decay;
+        const float mi = b1 * m[i] + (1.0f - b1) * gi;
+        const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = std::sqrt(vi) / bc2_sqrt + eps;
+        wi -= step_size * mi / denom;
+        w[i] = wi;
+        if (w16) w16[i] = f32_to_bf16(wi);
       }
+      sumsq += s;
+      p->touch();
+      if (w16) p->bf16_version = p->version;
       off += static_cast<size_t>(n);
     }
   }
-  return static_cast<float>(norm);
+  return static_cast<float>(clipping ? norm_before : std::sqrt(sumsq));
 }
 
 float schedule_lr(Schedule kind, float lr, int64_t step, int64_t warmup, int64_t total_steps,

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "harness/core/common.h"
+#include "harness/core/dtype.h"
 
 namespace tb {
 
@@ -12,6 +13,15 @@ int64_t Param::numel() const {
   int64_t n = 1;
   for (auto d : shape) n *= d;
   return n;
+}
+
+const std::uint16_t* Param::bf16_data() const {
+  TB_CHECK(bf16, "parameter " << name << " has no bf16 copy (enable_bf16 first)");
+  if (bf16_version != version) {
+    convert_to_bf16(bf16, data, numel());
+    bf16_version = version;
+  }
+  return bf16;
 }
 
 size_t ParamStore::declare(std::string name, std::vector<int64_t> shape, bool decay) {
@@ -65,6 +75,42 @@ void ParamStore::allocate_grads() {
 
 void ParamStore::zero_grads() {
   if (grads_) std::memset(grads_.get(), 0, static_cast<size_t>(grad_count_) * sizeof(float));
+}
+
+void ParamStore::enable_bf16(const std::function<bool(const Param&)>& pred) {
+  TB_CHECK(values_, "enable_bf16 before allocate");
+  int64_t n = 0;
+  for (const auto& p : params_)
+    if (pred(p)) n += p.numel();
+  if (bf16_ && n == bf16_count_) {
+    bool same = true;
+    for (const auto& p : params_) same = same && (pred(p) == (p.bf16 != nullptr));
+    if (same) return;
+  }
+  disable_bf16();
+  if (n == 0) return;
+  bf16_ = std::make_unique<std::uint16_t[]>(static_cast<size_t>(n));
+  bf16_count_ = n;
+  std::uint16_t* b = bf16_.get();
+  for (auto& p : params_)
+    if (pred(p)) {
+      p.bf16 = b;
+      p.bf16_version = ~std::uint64_t{0};
+      b += p.numel();
+    }
+}
+
+void ParamStore::disable_bf16() {
+  for (auto& p : params_) {
+    p.bf16 = nullptr;
+    p.bf16_version = ~std::uint64_t{0};
+  }
+  bf16_.reset();
+  bf16_count_ = 0;
+}
+
+void ParamStore::touch_all() {
+  for (auto& p : params_) p.touch();
 }
 
 Param* ParamStore::find(const std::string& name) {

@@ -20,7 +20,17 @@ struct Param {
   bool trainable = false;
   bool decay = true;       // member of the weight-decay group (matrices); false for
                            // biases, norms and (by convention) embeddings
+  // Mixed precision: a bf16 copy of `data` for the matmuls (view into the store's shadow
+  // block, see ParamStore::enable_bf16), or null. `version` counts writes to `data` after
+  // allocation; every writer (optimizer step, load, merge, init) calls touch(), and the
+  // copy is refreshed when the version it was made from is older.
+  std::uint16_t* bf16 = nullptr;
+  std::uint64_t version = 0;
+  mutable std::uint64_t bf16_version = ~std::uint64_t{0};
   int64_t numel() const;
+  void touch() { ++version; }
+  // The bf16 copy, converted first when `data` changed since the last conversion.
+  const std::uint16_t* bf16_data() const;
 };
 
 class ParamStore {
@@ -56,6 +66,14 @@ class ParamStore {
   Param* find(const std::string& name);
   const Param* find(const std::string& name) const;
 
+  // Gives every parameter matching `pred` a bf16 copy (one block for all of them), made
+  // on first use; disable_bf16() frees it. Idempotent for the same predicate.
+  void enable_bf16(const std::function<bool(const Param&)>& pred);
+  void disable_bf16();
+  int64_t bf16_bytes() const { return bf16_count_ * 2; }
+  // Marks every value as changed (after a bulk write such as a load).
+  void touch_all();
+
   int64_t num_params() const;
   int64_t num_trainable() const;
   int64_t value_bytes() const { return num_params() * 4; }
@@ -66,6 +84,8 @@ class ParamStore {
   std::unique_ptr<float[]> values_;
   std::unique_ptr<float[]> grads_;
   int64_t grad_count_ = 0;
+  std::unique_ptr<std::uint16_t[]> bf16_;
+  int64_t bf16_count_ = 0;
 };
 
 }  // namespace tb
