@@ -82,6 +82,8 @@ int cmd_run(const Args& args) {
       ("shard", po::value<std::string>(), "I/N: run only the runs whose matrix index % N == I")
       ("threads", po::value<int>(), "OpenMP threads per run (default: OMP_NUM_THREADS or all cores)")
       ("limit", po::value<int64_t>(), "at most N examples per split (smoke runs)")
+      ("precision", po::value<std::string>(), "f32 (default) | bf16: mixed-precision matmuls (bf16 operands, fp32 "
+                                              "accumulation, fp32 master weights and optimizer state)")
       ("task-file", po::value<std::vector<std::string>>()->composing(), "also load this task spec (repeatable)");
   // clang-format on
   runner::MethodOptions cli_options;
@@ -91,6 +93,7 @@ int cmd_run(const Args& args) {
   if (vm.count("help")) {
     std::cout << "usage: tunebench run [--suite FILE.ini | --methods a,b --tasks x,y] [--model DIR] [--seeds 0,1,2]\n"
               << "                     [--out DIR] [--resume] [--shard I/N] [--threads N] [--limit N]\n"
+              << "                     [--precision f32|bf16]\n"
               << "                     [--task-file SPEC.ini] [--<method>.<option> VALUE ...]\n\n"
               << "Runs methods x tasks x seeds, each in its own process, and writes one JSON record per run\n"
               << "(<method>__<task>__seed<k>.json) plus summary.csv and summary.md to --out. Records are never\n"
@@ -111,6 +114,7 @@ int cmd_run(const Args& args) {
     if (suite.model) spec.model = *suite.model;
     if (suite.limit) spec.limit = *suite.limit;
     if (suite.threads) spec.threads = *suite.threads;
+    if (suite.precision) spec.precision = *suite.precision;
     spec.options = suite.options;
   }
   for (const auto& [method, values] : cli_options)
@@ -135,6 +139,7 @@ int cmd_run(const Args& args) {
   if (vm.count("model")) spec.model = vm["model"].as<std::string>();
   if (vm.count("threads")) spec.threads = vm["threads"].as<int>();
   if (vm.count("limit")) spec.limit = vm["limit"].as<int64_t>();
+  if (vm.count("precision")) spec.precision = vm["precision"].as<std::string>();
   if (vm.count("shard")) std::tie(spec.shard_index, spec.shard_count) = runner::parse_shard(vm["shard"].as<std::string>());
   spec.resume = vm.count("resume") > 0;
   if (vm.count("task-file"))

@@ -385,7 +385,9 @@ std::vector<tasks::Example> take(const std::vector<tasks::Example>& v, int64_t l
 }
 
 fs::path heldout_cache_file(const MatrixContext& mc) {
-  return mc.cache_dir / ("heldout-lm__" + mc.model_sha.substr(0, 16) + ".json");
+  // bf16 runs compare against the base model in bf16, so forgetting is not precision error.
+  const std::string prec = mc.spec.precision == "f32" ? "" : "__" + mc.spec.precision;
+  return mc.cache_dir / ("heldout-lm__" + mc.model_sha.substr(0, 16) + prec + ".json");
 }
 
 // The base model's per-passage NLL on heldout-lm, from the cache or computed on a freshly
@@ -399,6 +401,7 @@ std::vector<double> base_heldout_nll(const MatrixContext& mc, const tasks::Task&
       c["nll"].size() == reqs.size())
     return c["nll"].get<std::vector<double>>();
   auto base = load_model(mc.model_dir);
+  base->set_precision(parse_precision(mc.spec.precision, "--precision"));
   auto nll = heldout_nll(*base, reqs, nullptr);
   write_file_atomic(file, json{{"model_sha256", mc.model_sha}, {"task_version", heldout.version()},
                                {"max_tokens", kHeldoutTokens}, {"passages", reqs.size()}, {"nll", nll}}
@@ -422,6 +425,7 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
   try {
     progress.update("load", 0, 0, NAN, 0);
     auto model = load_model(mc.model_dir);
+    model->set_precision(parse_precision(mc.spec.precision, "--precision"));
     const auto tokenizer = Tokenizer::from_dir(mc.model_dir.string());
     const int64_t rss_loaded = rss_bytes();
     ti["rss_after_load_bytes"] = rss_loaded;
@@ -505,7 +509,8 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     ti["rss_delta_bytes"] = std::max<int64_t>(peak - rss_loaded, 0);
     // The base weights are resident for every method; a method that does not meter its
     // memory (the reference rows) still holds them.
-    ti["memory"]["weights"] = total_params * static_cast<int64_t>(sizeof(float));
+    // Weights: the fp32 values plus, in bf16 mixed precision, their bf16 matmul copies.
+    ti["memory"]["weights"] = total_params * static_cast<int64_t>(sizeof(float)) + model->params().bf16_bytes();
     for (const auto& [k, v] : meter.memory) ti["memory"][k] = v;
     ti["train_seconds"] = train_wall;
     ti["train_tokens"] = meter.train_tokens;
@@ -644,8 +649,9 @@ Suite read_suite(const fs::path& file, const std::vector<methods::MethodInfo>& m
       else if (key == "model") s.model = value;
       else if (key == "limit") s.limit = parse_int(value, what);
       else if (key == "threads") s.threads = static_cast<int>(parse_int(value, what));
+      else if (key == "precision") s.precision = precision_name(parse_precision(value, what));
       else
-        throw InputError(where + ": unknown key '" + key + "' in [run] (expected methods, tasks, seeds, model, limit, threads)");
+        throw InputError(where + ": unknown key '" + key + "' in [run] (expected methods, tasks, seeds, model, limit, threads, precision)");
     } else {
       const auto& info = *std::find_if(methods.begin(), methods.end(), [&](const auto& m) { return m.name == section; });
       resolve_options(info, {{key, value}}, where);
@@ -662,6 +668,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   if (spec.out.empty()) throw InputError("no output directory (--out)");
   if (spec.limit < 0) throw InputError("--limit must be >= 0");
   if (spec.threads < 0) throw InputError("--threads must be >= 0");
+  parse_precision(spec.precision, "--precision");
   if (spec.shard_count < 1 || spec.shard_index < 0 || spec.shard_index >= spec.shard_count)
     throw InputError("--shard needs 0 <= I < N");
 
@@ -719,8 +726,10 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   for (auto& p : plans) {
     const auto task = registry.load(p.item.task);
     const json options_json = p.options;
-    const json config = {{"method", p.item.method}, {"options", options_json}, {"task", p.item.task},
+    json config = {{"method", p.item.method}, {"options", options_json}, {"task", p.item.task},
                          {"task_version", task->version()}, {"model_sha256", mc.model_sha}, {"limit", spec.limit}};
+    // f32 runs keep the hash they had before precision became an option.
+    if (spec.precision != "f32") config["precision"] = spec.precision;
     const std::string hash = data::sha256_hex(config.dump()).substr(0, 16);
     const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
     if (fs::exists(file)) {
@@ -750,6 +759,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
                   {"seed", p.item.seed},
                   {"threads", spec.threads},
                   {"limit", spec.limit},
+                  {"precision", spec.precision},
                   {"examples",
                    {{"train", take(task->split("train"), spec.limit).size()},
                     {"dev", take(task->split("dev"), spec.limit).size()},

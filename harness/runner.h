@@ -32,7 +32,7 @@ inline constexpr int64_t kHeldoutTokens = 8192;
 
 using MethodOptions = std::map<std::string, std::map<std::string, std::string>>;  // method -> name -> value
 
-// A suite file (INI): a [run] section with methods, tasks, seeds, model, limit, threads and
+// A suite file (INI): a [run] section with methods, tasks, seeds, model, limit, threads, precision and
 // one [<method>] section per method with its options. Unknown sections and keys are
 // InputErrors naming the file, line and key.
 struct Suite {
@@ -41,6 +41,7 @@ struct Suite {
   std::optional<std::filesystem::path> model;
   std::optional<int64_t> limit;
   std::optional<int> threads;
+  std::optional<std::string> precision;
   MethodOptions options;
 };
 Suite read_suite(const std::filesystem::path& file, const std::vector<methods::MethodInfo>& methods);
@@ -54,6 +55,7 @@ struct RunSpec {
   MethodOptions options;  // given values only; defaults are filled per run
   int64_t limit = 0;      // examples per split (a hashed subset, the same for every method and seed), 0 = all
   int threads = 0;        // OpenMP threads per run, 0 = the OpenMP default
+  std::string precision = "f32";  // f32 | bf16 (mixed precision matmuls, see Model::set_precision)
   bool resume = false;
   int64_t shard_index = 0, shard_count = 1;
   std::string command_line;

@@ -83,7 +83,7 @@ class FeatureMethod final : public Method {
     ctx.meter.details["l2"] = lambda_;
     ctx.meter.details["layer"] = layer_;
     ctx.meter.details["pool"] = pool;
-    ctx.meter.memory["weights"] = ctx.model.params().value_bytes() + (K_ * C_ + K_) * 4;
+    ctx.meter.memory["weights"] = ctx.model.params().value_bytes() + ctx.model.params().bf16_bytes() + (K_ * C_ + K_) * 4;
     ctx.meter.memory["gradients"] = (K_ * C_ + K_) * 4;
     ctx.meter.memory["optimizer_state"] = 2 * (K_ * C_ + K_) * 4;
     ctx.meter.memory["activations"] = std::max(ctx.meter.memory["activations"], ctx.model.activation_bytes());

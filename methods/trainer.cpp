@@ -430,7 +430,7 @@ void ClassificationTrainer::fit() {
 
   int64_t weights = 0, grads = 0;
   for (auto* s : stores) {
-    weights += s->value_bytes();
+    weights += s->value_bytes() + s->bf16_bytes();  // bf16 matmul copies in mixed precision
     grads += s->grad_bytes();
   }
   meter.memory["weights"] = weights;
