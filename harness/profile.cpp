@@ -410,6 +410,23 @@ std::vector<Case> op_cases(const ModelConfig& cfg, int64_t B, int64_t T, Precisi
     return std::function<void()>([=] { ops::residual_backward((*b)[0].data(), (*b)[1].data(), (*b)[2].data(), rn); });
   });
 
+  // The optimizer step of full finetuning over every parameter of the model: read value,
+  // gradient and both moments, write value and moments (and the bf16 copy in bf16).
+  const int64_t np = count_params(cfg);
+  const bool bf16 = prec == Precision::bf16;
+  add("adamw.step", {{"params", np}}, 0, (bf16 ? 30.0 : 28.0) * static_cast<double>(np), [=] {
+    auto store = std::make_shared<ParamStore>();
+    store->declare("all", {np}, true);
+    store->allocate();
+    store->set_all_trainable(true);
+    store->allocate_grads();
+    if (bf16) store->enable_bf16([](const Param&) { return true; });
+    auto g = random_floats(np, 73, 1e-3f);
+    std::copy(g.begin(), g.end(), store->at(0).grad);
+    auto opt = std::make_shared<AdamW>(AdamW::for_stores({store.get()}, adamw_config()));
+    return std::function<void()>([store, opt] { opt->step(adamw_config().lr); });
+  });
+
   const json ce = {{"N", N}, {"V", d.V}};
   add("cross_entropy.forward", ce, 0, f4 * N * d.V, [=] {
     auto b = buffers({N, N * d.V}, 67);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "harness/core/common.h"
+#include "harness/core/dtype.h"
 #include "harness/core/optimizer.h"
 
 namespace {
@@ -94,6 +95,38 @@ TEST(AdamW, GlobalNormClipping) {
   EXPECT_NEAR(norm, 5.0f, 1e-6);
   EXPECT_NEAR(s.get("a").data[0], -0.1 * 0.6 / 1.6, 1e-6);
   EXPECT_NEAR(s.get("b").data[0], -0.1 * 0.8 / 1.8, 1e-6);
+}
+
+// Without clipping the update loop sums the gradient squares itself (fp32 blocks, double
+// across blocks); the norm it returns equals an exact double-precision sum, over sizes that
+// cross block and thread boundaries, and the bf16 copies it writes are the rounded values.
+TEST(AdamW, FusedNormAndBf16CopiesMatchSeparatePasses) {
+  for (int64_t n : {1, 7, 2048, 2049, 100003}) {
+    tb::ParamStore s;
+    s.declare("a", {n}, true);
+    s.declare("b", {3, 5}, true);
+    s.allocate();
+    s.set_all_trainable(true);
+    s.allocate_grads();
+    s.enable_bf16([](const tb::Param& p) { return p.name == "a"; });
+    double exact = 0.0;
+    for (auto& p : s.params())
+      for (int64_t i = 0; i < p.numel(); ++i) {
+        p.data[i] = 0.01f * static_cast<float>(i % 13);
+        p.grad[i] = std::sin(0.37 * static_cast<double>(i) + static_cast<double>(p.numel()));
+        exact += double(p.grad[i]) * p.grad[i];
+      }
+    tb::AdamWConfig cfg;
+    cfg.lr = 1e-2f;
+    auto opt = tb::AdamW::for_stores({&s}, cfg);
+    EXPECT_NEAR(opt.grad_norm(), std::sqrt(exact), 1e-5 * std::sqrt(exact)) << "n=" << n;
+    const float norm = opt.step(cfg.lr);
+    EXPECT_NEAR(norm, std::sqrt(exact), 1e-5 * std::sqrt(exact)) << "n=" << n;
+    const tb::Param& a = s.get("a");
+    EXPECT_EQ(a.bf16_version, a.version);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(a.bf16[i], tb::f32_to_bf16(a.data[i])) << "n=" << n << " i=" << i;
+    EXPECT_EQ(s.get("b").bf16, nullptr);
+  }
 }
 
 TEST(AdamW, FrozenParamsBitIdenticalAndStatelessAfterSteps) {
