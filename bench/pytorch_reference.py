@@ -261,6 +261,13 @@ def run_case(case, shape, precision, steps, warmup):
         "steps": steps,
         "step_seconds": step_seconds,
         "warmup_steps": warmup,
+        # The shape in tunebench profile's terms, so `tunebench profile --reference` can match
+        # its cases to these rows.
+        "arch": "gpt2",
+        "L": s["L"],
+        "C": s["C"],
+        "NH": s["NH"],
+        "V": s["V"],
         "B": s["B"],
         "T": s["T"],
         "params": total,

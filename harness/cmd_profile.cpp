@@ -37,22 +37,26 @@ int cmd_profile(const Args& args) {
       ("no-ops", "skip the per-op cases (profile the steps only)")
       ("min-time", po::value<double>()->default_value(spec.min_time), "Google Benchmark's minimum time per case, seconds")
       ("peak-size", po::value<int64_t>()->default_value(spec.peak_size), "n of the n×n×n matmul timed as the peak")
-      ("json", po::value<std::string>(), "write the profile as JSON (read by tunebench report as profile.json)");
+      ("json", po::value<std::string>(), "write the profile as JSON (tunebench report reads profile*.json in a results directory)")
+      ("reference", po::value<std::string>(), "JSON of bench/pytorch_reference.py: adds its tokens/s and the speed-up to "
+                                              "step cases of the same arch, shape, case and precision");
   // clang-format on
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   if (vm.count("help")) {
     std::cout << "usage: tunebench profile [--model DIR | --arch gpt2|llama --layers L --dim C --heads H --vocab V]\n"
               << "                         [--seq T --batch B] [--methods full,lora,head,infer] [--precision f32|bf16]\n"
-              << "                         [--no-ops] [--min-time S] [--json FILE]\n\n"
+              << "                         [--no-ops] [--min-time S] [--json FILE] [--reference PYTORCH.json]\n\n"
               << "Times every core op (forward and backward) at the model's shapes and each step case:\n"
               << "  full   LM loss over the whole vocabulary + backward + AdamW step on every parameter\n"
               << "  lora   rank 8 on the attention q, k, v and output projections, LM loss, AdamW on the factors\n"
               << "  head   frozen body + linear classifier on the last position's hidden state\n"
               << "  infer  forward returning the logits of every position\n"
               << "reporting tokens/s, model GFLOP/s and the fraction of the measured matmul peak, with the\n"
-              << "ISA oneDNN dispatched to and the thread count (OMP_NUM_THREADS). Put the JSON in a results\n"
-              << "directory as profile.json and tunebench report adds a hardware section.\n\n"
+              << "ISA oneDNN dispatched to and the thread count (OMP_NUM_THREADS), and for each step case its\n"
+              << "analytic memory (weights, gradients, optimizer state, activations) beside the measured peak RSS.\n"
+              << "Put the JSON in a results directory as profile*.json and tunebench report adds a hardware\n"
+              << "section; bench/side_by_side.sh runs PyTorch and tunebench together and reports both.\n\n"
               << opts;
     return 0;
   }
@@ -70,6 +74,7 @@ int cmd_profile(const Args& args) {
   spec.seq = vm["seq"].as<int64_t>();
   spec.batch = vm["batch"].as<int64_t>();
   spec.precision = vm["precision"].as<std::string>();
+  if (vm.count("reference")) spec.reference = vm["reference"].as<std::string>();
   spec.ops = !vm.count("no-ops");
   spec.min_time = vm["min-time"].as<double>();
   spec.peak_size = vm["peak-size"].as<int64_t>();

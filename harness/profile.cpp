@@ -15,7 +15,9 @@
 #include <cmath>
 #include <functional>
 #include <iomanip>
+#include <fstream>
 #include <iostream>
+#include <optional>
 #include <memory>
 #include <ostream>
 #include <sstream>
@@ -131,12 +133,24 @@ struct StepContext {
   std::shared_ptr<Model> model;
   int64_t B, T;
   std::vector<int32_t> tokens, targets;  // (B,T)
+  // The live step case's analytic memory (bytes by part), set by its prepare_*; read after
+  // the warm-up step, when every buffer the step uses exists.
+  std::function<json()> analytic;
 };
+
+// Weights resident for every case: the model's fp32 values and, in bf16, their bf16 copies.
+int64_t model_weight_bytes(const Model& m) { return m.params().value_bytes() + m.params().bf16_bytes(); }
 
 std::function<void()> prepare_full(const std::shared_ptr<StepContext>& s) {
   s->model->params().set_all_trainable(true);
   s->model->params().allocate_grads();
   auto opt = std::make_shared<AdamW>(AdamW::for_stores({&s->model->params()}, adamw_config()));
+  Model* m = s->model.get();
+  AdamW* o = opt.get();
+  s->analytic = [m, o] {
+    return json{{"weights", model_weight_bytes(*m)}, {"gradients", m->params().grad_bytes()},
+                {"optimizer_state", o->state_bytes()}, {"activations", m->activation_bytes()}};
+  };
   return [s, opt] {
     s->model->params().zero_grads();
     s->model->forward(s->tokens.data(), s->B, s->T, nullptr, true);
@@ -156,6 +170,13 @@ std::function<void()> prepare_lora(const std::shared_ptr<StepContext>& s) {
   lc.sites = {"q", "k", "v", "o"};
   auto hooks = std::make_shared<methods::LoraHooks>(s->model->config(), lc);
   auto opt = std::make_shared<AdamW>(AdamW::for_stores({&hooks->store()}, adamw_config()));
+  Model* m = s->model.get();
+  methods::LoraHooks* h = hooks.get();
+  AdamW* o = opt.get();
+  s->analytic = [m, h, o] {
+    return json{{"weights", model_weight_bytes(*m) + h->store().value_bytes()}, {"gradients", h->store().grad_bytes()},
+                {"optimizer_state", o->state_bytes()}, {"activations", m->activation_bytes()}};
+  };
   return [s, hooks, opt] {
     hooks->store().zero_grads();
     s->model->forward(s->tokens.data(), s->B, s->T, hooks.get(), true);
@@ -183,6 +204,13 @@ std::function<void()> prepare_head(const std::shared_ptr<StepContext>& s) {
   b->dlogits.resize(b->logits.size());
   b->losses.resize(static_cast<std::size_t>(B));
   b->dlosses.assign(static_cast<std::size_t>(B), 1.0f / static_cast<float>(B));
+  Model* m = s->model.get();
+  methods::ClassifierHead* hd = head.get();
+  AdamW* o = opt.get();
+  s->analytic = [m, hd, o] {
+    return json{{"weights", model_weight_bytes(*m) + hd->store().value_bytes()}, {"gradients", hd->store().grad_bytes()},
+                {"optimizer_state", o->state_bytes()}, {"activations", m->activation_bytes()}};
+  };
   return [s, head, opt, b, B] {
     Model& m = *s->model;
     m.forward(s->tokens.data(), B, s->T, nullptr, false);
@@ -201,6 +229,12 @@ std::function<void()> prepare_infer(const std::shared_ptr<StepContext>& s) {
   s->model->params().set_all_trainable(false);
   s->model->params().allocate_grads();
   auto logits = std::make_shared<std::vector<float>>(static_cast<std::size_t>(s->B * s->T * s->model->config().vocab_size));
+  Model* m = s->model.get();
+  const int64_t out_bytes = static_cast<int64_t>(logits->size() * sizeof(float));
+  s->analytic = [m, out_bytes] {
+    return json{{"weights", model_weight_bytes(*m)}, {"gradients", 0}, {"optimizer_state", 0},
+                {"activations", m->activation_bytes() + out_bytes}};
+  };
   return [s, logits] {
     s->model->forward(s->tokens.data(), s->B, s->T, nullptr, false);
     s->model->logits(logits->data());
@@ -522,6 +556,56 @@ std::shared_ptr<Model> build_model(const ProfileSpec& spec) {
   return m;
 }
 
+// ---- the PyTorch reference ---------------------------------------------------------------
+
+// Reads the JSON of bench/pytorch_reference.py; InputError naming the file and field.
+json load_reference(const std::filesystem::path& file) {
+  const std::string where = file.string();
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw InputError(where + ": cannot read the reference file");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw InputError(where + ": not valid JSON (" + e.what() + ")");
+  }
+  auto bad = [&](const std::string& field, const std::string& what) { throw InputError(where + ": " + field + ": " + what); };
+  if (!j.is_object()) bad("(top level)", "must be an object with machine and cases (bench/pytorch_reference.py --json)");
+  if (!j.contains("machine") || !j["machine"].is_object() || !j["machine"].contains("torch") || !j["machine"]["torch"].is_string())
+    bad("machine.torch", "missing or not a string");
+  if (!j.contains("cases") || !j["cases"].is_array()) bad("cases", "missing or not an array");
+  for (std::size_t i = 0; i < j["cases"].size(); ++i) {
+    const auto& c = j["cases"][i];
+    const std::string at = "cases[" + std::to_string(i) + "]";
+    if (!c.is_object()) bad(at, "must be an object");
+    for (const char* k : {"case", "precision", "arch"})
+      if (!c.contains(k) || !c[k].is_string()) bad(at + "." + k, "missing or not a string");
+    for (const char* k : {"L", "C", "NH", "V", "T", "B"})
+      if (!c.contains(k) || !c[k].is_number_integer()) bad(at + "." + k, "missing or not an integer");
+    if (!c.contains("tokens_per_s") || !c["tokens_per_s"].is_number() || !(c["tokens_per_s"].get<double>() > 0))
+      bad(at + ".tokens_per_s", "missing or not a positive number");
+  }
+  return j;
+}
+
+// Attaches the reference row measured at the same architecture, shape, case and precision
+// to a step case, with tunebench's speed-up over it.
+void attach_reference(json& c, const json& ref, const ModelConfig& cfg, int64_t B, int64_t T) {
+  if (c["kind"] == "op") return;
+  for (const auto& r : ref["cases"]) {
+    if (r["case"] != c["method"] || r["precision"] != c["precision"] || r["arch"] != cfg.model_type) continue;
+    if (r["L"] != cfg.n_layer || r["C"] != cfg.hidden || r["NH"] != cfg.n_head || r["V"] != cfg.vocab_size ||
+        r["T"] != T || r["B"] != B)
+      continue;
+    const double theirs = r["tokens_per_s"].get<double>();
+    c["reference"] = {{"framework", "pytorch " + ref["machine"]["torch"].get<std::string>()},
+                      {"tokens_per_s", theirs},
+                      {"threads", ref["machine"].value("threads", json())}};
+    c["speedup"] = c["tokens_per_s"].get<double>() / theirs;
+    return;
+  }
+}
+
 }  // namespace
 
 const std::vector<std::string>& profile_methods() {
@@ -556,6 +640,8 @@ void validate_spec(const ProfileSpec& s) {
 json run_profile(const ProfileSpec& spec, std::ostream& console) {
   validate_spec(spec);
   const Precision prec = parse_precision(spec.precision, "--precision");
+  std::optional<json> reference;
+  if (!spec.reference.empty()) reference = load_reference(spec.reference);
   auto model = build_model(spec);
   model->set_precision(prec);  // InputError when the CPU cannot run bf16 matmuls
   const ModelConfig& cfg = model->config();
@@ -599,20 +685,32 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
     int index = -1;
     std::function<void()> step;
     std::vector<std::string> errors;
+    // Memory of each step case: analytic parts, RSS when it started, peak RSS while it ran.
+    std::vector<json> analytic;
+    std::vector<int64_t> rss_before, peak;
   };
   auto live = std::make_shared<Live>();
   live->errors.resize(cases.size());
+  live->analytic.resize(cases.size());
+  live->rss_before.assign(cases.size(), 0);
+  live->peak.assign(cases.size(), 0);
   const std::string label = di.isa + ", " + std::to_string(omp_get_max_threads()) + " threads";
   benchmark::ClearRegisteredBenchmarks();
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const Case* c = &cases[i];
-    benchmark::RegisterBenchmark(c->name.c_str(), [c, i, live, label, peak](benchmark::State& state) {
+    benchmark::RegisterBenchmark(c->name.c_str(), [c, i, live, label, peak, ctx](benchmark::State& state) {
       if (live->index != static_cast<int>(i)) {
+        ctx->analytic = nullptr;
         live->step = nullptr;  // release the previous case's buffers first
+        // The peak RSS of this case starts from what is resident now (the model, the
+        // libraries); it is kept per case so each step's memory can be read on its own.
+        live->rss_before[i] = runner::rss_bytes();
+        runner::reset_peak_rss();
         try {
           live->step = c->prepare();
           live->step();  // warm-up: primitive creation and first-touch page faults
           live->index = static_cast<int>(i);
+          if (c->kind != "op" && ctx->analytic) live->analytic[i] = ctx->analytic();
         } catch (const std::exception& e) {
           live->errors[i] = e.what();
           state.SkipWithError(e.what());
@@ -628,6 +726,7 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
           break;
         }
       }
+      live->peak[i] = std::max(live->peak[i], runner::peak_rss_bytes());
       const auto rate = benchmark::Counter::kIsIterationInvariantRate;
       state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(c->tokens), rate);
       if (c->flops > 0) {
@@ -645,6 +744,7 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
   benchmark::RunSpecifiedBenchmarks(&reporter, std::string("."));
   benchmark::ClearRegisteredBenchmarks();
   live->step = nullptr;
+  ctx->analytic = nullptr;
   for (std::size_t i = 0; i < cases.size(); ++i)
     if (!live->errors[i].empty()) throw Error("profile case " + cases[i].name + " failed: " + live->errors[i]);
 
@@ -668,6 +768,18 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
                          {"seconds_per_iter", spi},
                          {"iterations", static_cast<int64_t>(it->iterations)},
                          {"flops_per_iter", c.flops}});
+    const std::size_t i = static_cast<std::size_t>(&c - cases.data());
+    if (live->analytic[i].is_object()) {
+      int64_t total = 0;
+      for (const auto& [k, v] : live->analytic[i].items()) total += v.get<int64_t>();
+      const int64_t pk = live->peak[i];
+      out_cases.back()["memory"] = {{"analytic", live->analytic[i]},
+                                    {"analytic_bytes", total},
+                                    {"peak_rss_bytes", pk},
+                                    {"rss_before_bytes", live->rss_before[i]},
+                                    {"peak_over_analytic", null_or(total > 0 && pk > 0 ? double(pk) / double(total) : NAN)}};
+    }
+    if (reference) attach_reference(out_cases.back(), *reference, cfg, B, T);
   }
   // Google Benchmark prints rates with a "/s" suffix on every counter, the fraction of peak
   // included; this summary states each figure in its own unit.
@@ -684,6 +796,33 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
     console << std::left << std::setw(28) << c["name"].get<std::string>() << std::right << cell(c["tokens_per_s"], 1, 0, 14)
             << cell(c["gflop_per_s"], 1, 2, 10) << cell(c["peak_fraction"], 100, 1, 11) << cell(c["seconds_per_iter"], 1e3, 3, 12)
             << "\n";
+  bool any_ref = false, any_mem = false;
+  for (const auto& c : out_cases) {
+    any_ref = any_ref || c.contains("reference");
+    any_mem = any_mem || c.contains("memory");
+  }
+  if (any_ref) {
+    console << "\n" << std::left << std::setw(28) << "case (vs the reference)" << std::right << std::setw(14) << "tokens/s"
+            << std::setw(16) << "reference tok/s" << std::setw(10) << "speed-up" << "\n";
+    for (const auto& c : out_cases)
+      if (c.contains("reference"))
+        console << std::left << std::setw(28) << c["name"].get<std::string>() << std::right << cell(c["tokens_per_s"], 1, 0, 14)
+                << cell(c["reference"]["tokens_per_s"], 1, 0, 16) << cell(c["speedup"], 1, 2, 9) << "x\n";
+  }
+  if (any_mem) {
+    console << "\n" << std::left << std::setw(28) << "case (memory, MB)" << std::right << std::setw(10) << "weights"
+            << std::setw(10) << "grads" << std::setw(10) << "optim" << std::setw(10) << "activ" << std::setw(11)
+            << "analytic" << std::setw(11) << "peak RSS" << std::setw(8) << "ratio" << "\n";
+    for (const auto& c : out_cases) {
+      if (!c.contains("memory")) continue;
+      const auto& m = c["memory"];
+      const auto& a = m["analytic"];
+      console << std::left << std::setw(28) << c["name"].get<std::string>() << std::right << cell(a["weights"], 1e-6, 1, 10)
+              << cell(a["gradients"], 1e-6, 1, 10) << cell(a["optimizer_state"], 1e-6, 1, 10)
+              << cell(a["activations"], 1e-6, 1, 10) << cell(m["analytic_bytes"], 1e-6, 1, 11)
+              << cell(m["peak_rss_bytes"], 1e-6, 1, 11) << cell(m["peak_over_analytic"], 1, 3, 8) << "\n";
+    }
+  }
   console << std::defaultfloat << "peak (" << spec.peak_size << "³ matmul): f32 " << peak_f32 << " GFLOP/s, bf16 "
           << (std::isfinite(peak_bf16) ? std::to_string(peak_bf16) + " GFLOP/s" : std::string("not supported")) << "; "
           << di.isa << ", " << omp_get_max_threads() << " threads\n";

@@ -22,7 +22,14 @@
 //    "model": {"arch", "L", "C", "NH", "NKV", "F", "V", "T", "B", "params", "source"},
 //    "cases": [{"kind": "op"|"train"|"infer", "name", "method" (null for ops), "precision",
 //               "shape": {...}, "tokens_per_s", "gflop_per_s", "peak_fraction", "gbyte_per_s",
-//               "seconds_per_iter", "iterations", "flops_per_iter"}]}
+//               "seconds_per_iter", "iterations", "flops_per_iter",
+//               step cases also: "memory": {"analytic": {"weights", "gradients",
+//                 "optimizer_state", "activations"}, "analytic_bytes", "peak_rss_bytes",
+//                 "rss_before_bytes", "peak_over_analytic"},
+//               with --reference, matched step cases: "reference": {"framework",
+//                 "tokens_per_s", "threads"}, "speedup"}]}
+// Peak RSS is the process's VmHWM while the case ran (reset when it starts), so it includes
+// the libraries and everything resident besides the case's own buffers.
 // peak_gflop_per_s.bf16 is null when the CPU has no native bf16 dot products. Every case is
 // measured in real (wall) time after one untimed warm-up step.
 #pragma once
@@ -46,6 +53,9 @@ struct ProfileSpec {
   bool ops = true;          // also profile every core op at the model's shapes
   double min_time = 0.5;    // Google Benchmark's minimum measuring time per case, seconds
   int64_t peak_size = 2048; // n of the n×n×n matmul timed as the machine's peak
+  // JSON of bench/pytorch_reference.py: step cases of the same arch, shape, case and
+  // precision get its tokens/s as "reference" and tunebench's "speedup" over it.
+  std::filesystem::path reference;
 };
 
 // The method names a profile knows, in the order they run.

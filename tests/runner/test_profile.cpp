@@ -1,11 +1,16 @@
 // Tests of `tunebench profile`: a tiny Llama shape run end to end (ops + the four step cases
 // through Google Benchmark, with a small minimum time and a small peak matmul) must write a
 // profile JSON with the documented keys and positive figures, and with the model-FLOP count
-// of the documented case definitions; bad flags and the not-yet-available bf16 execution
-// exit 2 with a message naming the flag.
+// of the documented case definitions and the closed-form analytic memory of each step;
+// bf16 runs the same cases against the bf16 peak; a PyTorch reference file is matched by
+// arch, shape, case and precision; bad flags and bad reference files exit 2 with a message
+// naming the flag or the file and field.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
+
+#include "harness/core/dnnl/dnn.h"
 
 #include "harness/profile.h"
 #include "tests/runner/test_report_cli.h"
@@ -82,6 +87,92 @@ TEST_F(ProfileCli, TinyShapeWritesTheDocumentedJsonWithPositiveFigures) {
   EXPECT_EQ(find("infer")["kind"], "infer");
   EXPECT_EQ(find("train.full")["shape"]["V"], 256);
   EXPECT_EQ(j["model"]["params"].get<int64_t>() > 0, true);
+
+  // Memory of the step cases: analytic parts in closed form, a measured peak above the
+  // weights. Full finetuning keeps 4 bytes of gradient and 8 of Adam moments per parameter.
+  const int64_t P = j["model"]["params"].get<int64_t>();
+  const auto full = find("train.full")["memory"];
+  ASSERT_TRUE(full.is_object());
+  EXPECT_EQ(full["analytic"]["weights"].get<int64_t>(), 4 * P);
+  EXPECT_EQ(full["analytic"]["gradients"].get<int64_t>(), 4 * P);
+  EXPECT_EQ(full["analytic"]["optimizer_state"].get<int64_t>(), 8 * P);
+  EXPECT_GT(full["analytic"]["activations"].get<int64_t>(), 0);
+  EXPECT_EQ(full["analytic_bytes"].get<int64_t>(),
+            16 * P + full["analytic"]["activations"].get<int64_t>());
+  EXPECT_GT(full["peak_rss_bytes"].get<int64_t>(), 4 * P);
+  EXPECT_NEAR(full["peak_over_analytic"].get<double>(),
+              full["peak_rss_bytes"].get<double>() / full["analytic_bytes"].get<double>(), 1e-9);
+  const auto lora = find("train.lora")["memory"];
+  EXPECT_EQ(lora["analytic"]["gradients"].get<int64_t>() * 2, lora["analytic"]["optimizer_state"].get<int64_t>());
+  // rank 8 on q, k, v, o of 2 layers at C64 (hs16, 4 heads): 2·8·(64+64)·4 values, 4 bytes each.
+  EXPECT_EQ(lora["analytic"]["gradients"].get<int64_t>(), 4 * 2 * 8 * 128 * 4);
+  EXPECT_EQ(find("infer")["memory"]["analytic"]["gradients"].get<int64_t>(), 0);
+  for (const auto& c : j["cases"])
+    if (c["kind"] == "op") EXPECT_FALSE(c.contains("memory")) << c["name"];
+}
+
+TEST_F(ProfileCli, Bf16RunsTheSameCasesAgainstTheBf16Peak) {
+  if (!tb::dnn::info().bf16_supported) GTEST_SKIP() << "CPU without native bf16";
+  const auto file = dir_ / "bf16.json";
+  const auto r = run(std::string(kTiny) + " --precision bf16 --methods full,infer --min-time 0.01 --peak-size 256 --json " +
+                     shell_quote(file.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto j = read_json(file);
+  const double peak = j["machine"]["peak_gflop_per_s"]["bf16"].get<double>();
+  int steps = 0;
+  for (const auto& c : j["cases"]) {
+    EXPECT_EQ(c["precision"], "bf16") << c["name"];
+    if (c["flops_per_iter"].get<double>() > 0)
+      EXPECT_NEAR(c["peak_fraction"].get<double>(), c["gflop_per_s"].get<double>() / peak, 1e-9) << c["name"];
+    if (c["name"] == "train.full") {
+      ++steps;
+      // bf16 copies of every matrix (2 bytes each) on top of the fp32 master weights.
+      const int64_t P = j["model"]["params"].get<int64_t>();
+      const int64_t w = c["memory"]["analytic"]["weights"].get<int64_t>();
+      EXPECT_GT(w, 4 * P);
+      EXPECT_LT(w, 6 * P);
+    }
+  }
+  EXPECT_EQ(steps, 1);
+}
+
+// A reference file in bench/pytorch_reference.py's format: rows match by arch, shape, case
+// and precision only; matched cases carry the reference figure and the speed-up.
+TEST_F(ProfileCli, ReferenceRowsAttachToMatchingCasesOnly) {
+  const auto ref = dir_ / "pytorch.json";
+  {
+    nlohmann::json rows = nlohmann::json::array();
+    auto row = [](const char* c, const char* prec, int64_t T, double tps) {
+      return nlohmann::json{{"case", c}, {"precision", prec}, {"arch", "llama"}, {"L", 2}, {"C", 64}, {"NH", 4},
+                            {"V", 256}, {"T", T}, {"B", 2}, {"tokens_per_s", tps}};
+    };
+    rows.push_back(row("infer", "f32", 16, 1000.0));
+    rows.push_back(row("full", "bf16", 16, 5.0));   // other precision: not matched
+    rows.push_back(row("full", "f32", 32, 5.0));    // other T: not matched
+    std::ofstream(ref) << nlohmann::json{{"machine", {{"torch", "9.9"}, {"threads", 1}}}, {"cases", rows}}.dump();
+  }
+  const auto file = dir_ / "p.json";
+  const auto r = run(std::string(kTiny) + " --no-ops --methods full,infer --min-time 0.01 --peak-size 128 --reference " +
+                     shell_quote(ref.string()) + " --json " + shell_quote(file.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("speed-up"), std::string::npos) << r.out;
+  const auto j = read_json(file);
+  ASSERT_EQ(j["cases"].size(), 2u);
+  const auto& full = j["cases"][0];
+  const auto& infer = j["cases"][1];
+  EXPECT_FALSE(full.contains("reference"));
+  ASSERT_TRUE(infer.contains("reference"));
+  EXPECT_EQ(infer["reference"]["framework"], "pytorch 9.9");
+  EXPECT_DOUBLE_EQ(infer["reference"]["tokens_per_s"].get<double>(), 1000.0);
+  EXPECT_NEAR(infer["speedup"].get<double>(), infer["tokens_per_s"].get<double>() / 1000.0, 1e-9);
+
+  std::ofstream(ref) << R"({"machine": {"torch": "9.9"}, "cases": [{"case": "full", "precision": "f32"}]})";
+  const auto bad = run(std::string(kTiny) + " --reference " + shell_quote(ref.string()));
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find(ref.string() + ": cases[0].arch: missing or not a string"), std::string::npos) << bad.err;
+  const auto missing = run(std::string(kTiny) + " --reference " + shell_quote((dir_ / "nope.json").string()));
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("nope.json: cannot read the reference file"), std::string::npos) << missing.err;
 }
 
 TEST_F(ProfileCli, StepsOnlyWithNoOps) {
@@ -95,10 +186,10 @@ TEST_F(ProfileCli, StepsOnlyWithNoOps) {
   EXPECT_EQ(j["cases"][1]["name"], "infer");
 }
 
-TEST_F(ProfileCli, RejectsBf16AndBadFlagsWithExitTwo) {
-  auto r = run(std::string(kTiny) + " --precision bf16");
+TEST_F(ProfileCli, RejectsBadFlagsWithExitTwo) {
+  auto r = run(std::string(kTiny) + " --precision fp8");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--precision bf16: bf16 model execution is not available yet"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--precision: 'fp8' is not a precision (f32 | bf16)"), std::string::npos) << r.err;
   r = run(std::string(kTiny) + " --methods full,dpo");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--methods: 'dpo' is not one of full, lora, head, infer"), std::string::npos) << r.err;
