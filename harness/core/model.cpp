@@ -669,7 +669,11 @@ void Model::backward_lm_rows(const float* dlosses, Hooks* hooks) {
     for (int64_t t = 0; t < T_; ++t) dl[b * Tt_ + Pv_ + t] = dlosses[b * T_ + t];
   ops::cross_entropy_backward(dlogits_buf_.data(), dl.data(), logits_buf_.data(), loss_targets_.data(),
                               N, V, ignore_index_);
-  std::vector<float> dfinal(N * C, 0.0f);
+  // A member buffer: the gradient of the final hidden state is (N,C), large enough at GPT-2
+  // shapes that a fresh vector per step would cost an mmap and its page faults.
+  fit(dfinal_buf_, N * C);
+  zero(dfinal_buf_);
+  std::vector<float>& dfinal = dfinal_buf_;
   lm_head_backward(dfinal.data(), dlogits_buf_.data(), final_hidden(), N);
   backward(dfinal.data(), hooks);
 }

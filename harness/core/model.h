@@ -172,7 +172,7 @@ class Model {
   int64_t B_ = 0, T_ = 0, Tt_ = 0, Pv_ = 0, Pp_ = 0;
   bool trained_forward_ = false;
   std::vector<int32_t> loss_targets_;
-  std::vector<float> logits_buf_, dlogits_buf_;
+  std::vector<float> logits_buf_, dlogits_buf_, dfinal_buf_;
   int64_t loss_count_ = 0;
   int32_t ignore_index_ = -100;
 };
