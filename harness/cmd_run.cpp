@@ -81,7 +81,7 @@ int cmd_run(const Args& args) {
       ("resume", "skip runs whose record already exists in --out")
       ("shard", po::value<std::string>(), "I/N: run only the runs whose matrix index % N == I")
       ("threads", po::value<int>(), "OpenMP threads per run (default: OMP_NUM_THREADS or all cores)")
-      ("limit", po::value<int64_t>(), "at most N examples per split (smoke runs)")
+      ("limit", po::value<int64_t>(), "at most N examples per split (smoke runs); a retrieval collection keeps the kept examples' gold documents + N distractors")
       ("precision", po::value<std::string>(), "f32 (default) | bf16: mixed-precision matmuls (bf16 operands, fp32 "
                                               "accumulation, fp32 master weights and optimizer state)")
       ("task-file", po::value<std::vector<std::string>>()->composing(), "also load this task spec (repeatable)");

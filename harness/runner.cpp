@@ -361,20 +361,22 @@ struct RunPlan {
   double runs_done_seconds = 0.0;
 };
 
+// The subset order of --limit: FNV-1a mixes poorly in its high bits for ids that differ in
+// one character ("train0-1" vs "train1-1"), so the order is by its SplitMix64 finalisation.
+uint64_t subset_key(const std::string& id) {
+  uint64_t z = data::fnv1a64(id);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
 // --limit N: the N examples of a split whose ids hash lowest, in split order. The
 // subset is the same for every method and seed, and unbiased even when a split file is
 // sorted by label (the first N of such a split would all share one class).
 std::vector<tasks::Example> take(const std::vector<tasks::Example>& v, int64_t limit) {
   if (limit <= 0 || static_cast<int64_t>(v.size()) <= limit) return v;
   std::vector<std::pair<uint64_t, std::size_t>> keyed;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    // FNV-1a mixes poorly in its high bits for ids that differ in one character ("train0-1"
-    // vs "train1-1"), so the order is by its SplitMix64 finalisation.
-    uint64_t z = data::fnv1a64(v[i].id.empty() ? v[i].text : v[i].id);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    keyed.emplace_back(z ^ (z >> 31), i);
-  }
+  for (std::size_t i = 0; i < v.size(); ++i) keyed.emplace_back(subset_key(v[i].id.empty() ? v[i].text : v[i].id), i);
   std::nth_element(keyed.begin(), keyed.begin() + limit, keyed.end());
   std::vector<std::size_t> chosen;
   for (int64_t i = 0; i < limit; ++i) chosen.push_back(keyed[static_cast<std::size_t>(i)].second);
@@ -382,6 +384,17 @@ std::vector<tasks::Example> take(const std::vector<tasks::Example>& v, int64_t l
   std::vector<tasks::Example> out;
   for (auto i : chosen) out.push_back(v[i]);
   return out;
+}
+
+// The task a run sees: with --limit and a document collection, the collection is cut to
+// take_documents() of the kept splits.
+std::shared_ptr<const tasks::Task> limited_task(std::shared_ptr<const tasks::Task> task, int64_t limit) {
+  if (limit <= 0 || task->documents().empty()) return task;
+  const auto train = take(task->split("train"), limit), dev = take(task->split("dev"), limit),
+             test = take(task->split("test"), limit);
+  auto docs = take_documents(task->documents(), {&train, &dev, &test}, limit);
+  if (docs.size() == task->documents().size()) return task;
+  return task->with_documents(std::move(docs));
 }
 
 fs::path heldout_cache_file(const MatrixContext& mc) {
@@ -429,7 +442,7 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     const auto tokenizer = Tokenizer::from_dir(mc.model_dir.string());
     const int64_t rss_loaded = rss_bytes();
     ti["rss_after_load_bytes"] = rss_loaded;
-    const auto task = mc.registry.load(plan.item.task);
+    const auto task = limited_task(mc.registry.load(plan.item.task), mc.spec.limit);
     const auto train = take(task->split("train"), mc.spec.limit);
     const auto dev = take(task->split("dev"), mc.spec.limit);
     const auto test = take(task->split("test"), mc.spec.limit);
@@ -556,6 +569,17 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
 }
 
 // Stale temp files of processes that no longer exist (a killed run's half-written record).
+// Whether a process is gone: no such pid, or a zombie (killed but not reaped — in a
+// container whose init does not reap, a killed run's child can stay a zombie for good).
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const auto close = line.rfind(')');  // "pid (comm) S ...": comm may contain spaces
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
 void remove_stale_temp_files(const fs::path& out) {
   for (const auto& e : fs::directory_iterator(out)) {
     const auto name = e.path().filename().string();
@@ -565,13 +589,32 @@ void remove_stale_temp_files(const fs::path& out) {
     int64_t pid = 0;
     const auto [end, ec] = std::from_chars(pid_text.data(), pid_text.data() + pid_text.size(), pid);
     if (ec != std::errc() || end != pid_text.data() + pid_text.size()) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove_all(e.path());
+    if (process_gone(static_cast<pid_t>(pid))) fs::remove_all(e.path());
   }
 }
 
 }  // namespace
 
 // ---- public --------------------------------------------------------------------------------
+
+std::vector<tasks::Document> take_documents(const std::vector<tasks::Document>& docs,
+                                           const std::vector<const std::vector<tasks::Example>*>& kept, int64_t limit) {
+  if (limit <= 0) return docs;
+  std::set<std::string> gold;
+  for (const auto* split : kept)
+    for (const auto& ex : *split) gold.insert(ex.gold_docs.begin(), ex.gold_docs.end());
+  std::vector<std::pair<uint64_t, std::size_t>> others;
+  for (std::size_t i = 0; i < docs.size(); ++i)
+    if (!gold.count(docs[i].id)) others.emplace_back(subset_key(docs[i].id), i);
+  const auto n = std::min<std::size_t>(others.size(), static_cast<std::size_t>(limit));
+  std::nth_element(others.begin(), others.begin() + static_cast<std::ptrdiff_t>(n), others.end());
+  std::vector<bool> keep(docs.size(), false);
+  for (std::size_t i = 0; i < n; ++i) keep[others[i].second] = true;
+  std::vector<tasks::Document> out;
+  for (std::size_t i = 0; i < docs.size(); ++i)
+    if (keep[i] || gold.count(docs[i].id)) out.push_back(docs[i]);
+  return out;
+}
 
 std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
   const auto slash = text.find('/');
@@ -766,6 +809,16 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
                     {"test", take(task->split("test"), spec.limit).size()}}},
                   {"matrix_index", p.item.index},
                   {"start_time", ""}};
+    if (!task->documents().empty()) {
+      const auto run_task = limited_task(task, spec.limit);
+      p.run_info["examples"]["documents"] = run_task->documents().size();
+      if (run_task != task)
+        p.run_info["documents_limit"] = {
+            {"documents", run_task->documents().size()},
+            {"of", task->documents().size()},
+            {"rule", "--limit " + std::to_string(spec.limit) + ": the gold documents of the kept train/dev/test examples "
+                     "plus the " + std::to_string(spec.limit) + " other documents whose ids hash lowest"}};
+    }
     todo.push_back(std::move(p));
   }
 

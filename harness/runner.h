@@ -61,6 +61,13 @@ struct RunSpec {
   std::string command_line;
 };
 
+// --limit N on a retrieval task's document collection: every gold document of the kept
+// examples (`kept`: the limited train, dev and test splits) plus, as distractors, the N other
+// documents whose ids hash lowest (the order of the example subset), in collection order.
+// limit 0 = the whole collection.
+std::vector<tasks::Document> take_documents(const std::vector<tasks::Document>& docs,
+                                           const std::vector<const std::vector<tasks::Example>*>& kept, int64_t limit);
+
 // Parses "I/N" (0 ≤ I < N) and comma-separated seed lists; InputError naming `what`.
 std::pair<int64_t, int64_t> parse_shard(const std::string& text);
 std::vector<uint64_t> parse_seeds(const std::string& text, const std::string& what);

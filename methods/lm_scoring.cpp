@@ -301,7 +301,7 @@ std::vector<double> log_normalise(const std::vector<double>& v) {
 }
 
 std::vector<float> embed_sequences(Model& model, const std::vector<std::vector<int32_t>>& seqs, Pool pool,
-                                   int64_t batch, LmCost& cost) {
+                                   int64_t batch, LmCost& cost, int layer) {
   TB_CHECK(batch > 0, << "batch " << batch);
   const int64_t C = model.config().hidden;
   const int64_t maxT = model.config().max_positions;
@@ -331,7 +331,7 @@ std::vector<float> embed_sequences(Model& model, const std::vector<std::vector<i
     }
     model.forward(toks.data(), B, T);
     pooled.resize(static_cast<size_t>(B * C));
-    model.pool(pooled.data(), static_cast<int>(model.config().n_layer), pool, lengths.data());
+    model.pool(pooled.data(), layer < 0 ? static_cast<int>(model.config().n_layer) : layer, pool, lengths.data());
     cost.add_forward(model, lens, T);
     for (size_t j = s; j < e; ++j) {
       const float* src = pooled.data() + static_cast<int64_t>(j - s) * C;
@@ -346,7 +346,7 @@ std::vector<float> embed_sequences(Model& model, const std::vector<std::vector<i
 }
 
 std::vector<float> embed_texts(Model& model, const Tokenizer& tok, const std::vector<std::string>& texts, Pool pool,
-                               int64_t max_tokens, int64_t batch, LmCost& cost) {
+                               int64_t max_tokens, int64_t batch, LmCost& cost, int layer) {
   const int64_t cap = std::min(max_tokens, model.config().max_positions);
   TB_CHECK(cap > 0, << "max_tokens " << max_tokens);
   std::vector<std::vector<int32_t>> seqs;
@@ -361,7 +361,7 @@ std::vector<float> embed_texts(Model& model, const Tokenizer& tok, const std::ve
     }
     seqs.push_back(std::move(ids));
   }
-  return embed_sequences(model, seqs, pool, batch, cost);
+  return embed_sequences(model, seqs, pool, batch, cost, layer);
 }
 
 Pool parse_pool(const std::string& s, const std::string& option) {

@@ -109,14 +109,15 @@ int argmax(const std::vector<double>& v);
 // log-softmax of candidate log-likelihoods (the distribution over candidates).
 std::vector<double> log_normalise(const std::vector<double>& v);
 
-// Pooled final hidden states of token sequences, L2-normalised: (N,C). Sequences are
-// batched by length; an empty sequence is an InputError naming its index.
+// Pooled hidden states of token sequences, L2-normalised: (N,C); `layer` as in
+// Model::hidden_state (0 = token embeddings, n_layer = after the final norm; -1 = n_layer).
+// Sequences are batched by length; an empty sequence is an InputError naming its index.
 std::vector<float> embed_sequences(Model& model, const std::vector<std::vector<int32_t>>& seqs,
-                                   Pool pool, int64_t batch, LmCost& cost);
+                                   Pool pool, int64_t batch, LmCost& cost, int layer = -1);
 // The same for texts: encode(text) capped at max_tokens (the first ones kept; at least one
 // token: an empty text embeds the BOS/EOS token).
 std::vector<float> embed_texts(Model& model, const Tokenizer& tok, const std::vector<std::string>& texts,
-                               Pool pool, int64_t max_tokens, int64_t batch, LmCost& cost);
+                               Pool pool, int64_t max_tokens, int64_t batch, LmCost& cost, int layer = -1);
 
 // "mean" | "last"; InputError naming `option` otherwise.
 Pool parse_pool(const std::string& s, const std::string& option);

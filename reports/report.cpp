@@ -26,6 +26,12 @@ std::string metric_cell(double v, double se) {
   return format_fixed(v, 4) + " ± " + format_fixed(std::isfinite(se) ? se : 0.0, 4);
 }
 
+// A row's value ± stderr of one of its section's other metrics ("" when it has none).
+std::string other_metric_cell(const MethodRow& r, const std::string& metric) {
+  const auto it = r.other_metrics.find(metric);
+  return it == r.other_metrics.end() ? "" : metric_cell(it->second.first, it->second.second);
+}
+
 // The cells of one row, in kColumns order.
 std::vector<std::string> table_cells(const MethodRow& r) {
   const bool any_ok = r.ok > 0;
@@ -229,6 +235,21 @@ void html_table(Html& h, const TaskSection& s) {
     h.os << "</tr>";
   }
   h.os << "</tbody></table></div>";
+  if (!s.other_metrics.empty()) {
+    h.os << "<p class=\"sub\">Other metrics (mean over seeds ± stderr)</p><div class=\"table-wrap\"><table class=\"other-metrics\" id=\"other-"
+         << html_id(s.task) << "\"><thead><tr>";
+    h.cell("method", "", "th");
+    for (const auto& m : s.other_metrics) h.cell(m, "num", "th");
+    h.os << "</tr></thead><tbody>";
+    for (const auto& r : s.rows) {
+      if (r.other_metrics.empty()) continue;
+      h.os << "<tr data-method=\"" << xml_escape(r.method) << "\">";
+      h.cell(r.label, "method");
+      for (const auto& m : s.other_metrics) h.cell(other_metric_cell(r, m), "num");
+      h.os << "</tr>";
+    }
+    h.os << "</tbody></table></div>";
+  }
   std::vector<const Record*> failed;
   for (const auto& r : s.rows) failed.insert(failed.end(), r.failed.begin(), r.failed.end());
   if (!failed.empty()) {
@@ -329,6 +350,24 @@ void html_machine(Html& h, const ResultSet& rs) {
   h.os << "</dl></section>";
 }
 
+// Optional columns of a profile's table: a PyTorch (or other) reference matched by
+// `tunebench profile --reference`, and the analytic vs measured memory of step cases.
+struct HardwareExtras {
+  bool reference = false, memory = false;
+  std::string framework;
+};
+HardwareExtras hardware_extras(const json& profile) {
+  HardwareExtras ex;
+  for (const auto& c : profile["cases"]) {
+    if (c.contains("reference") && c["reference"].is_object()) {
+      ex.reference = true;
+      if (ex.framework.empty()) ex.framework = c["reference"].value("framework", std::string("reference"));
+    }
+    ex.memory = ex.memory || (c.contains("memory") && c["memory"].is_object());
+  }
+  return ex;
+}
+
 void html_hardware(Html& h, const ResultSet& rs) {
   if (rs.profiles.empty()) return;
   h.os << "<section id=\"hardware\"><h2>Hardware profile</h2>";
@@ -336,9 +375,16 @@ void html_hardware(Html& h, const ResultSet& rs) {
     const auto& p = rs.profiles[k].json;
     h.os << "<h3>" << xml_escape(rs.profiles[k].file.string()) << "</h3><p class=\"sub\">"
          << xml_escape(profile_machine_line(p["machine"])) << "<br>model: " << xml_escape(shape_text(p["model"])) << "</p>";
+    const HardwareExtras ex = hardware_extras(p);
     h.os << "<table class=\"hardware\" id=\"hardware-cases-" << k << "\"><thead><tr>";
     for (const char* c : {"kind", "case", "method", "precision", "shape", "tokens/s", "GFLOP/s", "% of peak", "ms/iter"})
       h.cell(c, std::string(c).find_first_of("/%") != std::string::npos ? "num" : "", "th");
+    if (ex.reference) {
+      h.cell(ex.framework + " tokens/s", "num", "th");
+      h.cell("speed-up", "num", "th");
+    }
+    if (ex.memory)
+      for (const char* c : {"analytic MB", "peak RSS MB", "peak ÷ analytic"}) h.cell(c, "num", "th");
     h.os << "</tr></thead><tbody>";
     BarChart chart{"hardware-peak-" + std::to_string(k), "grouped", "% of the measured matmul peak (same precision)",
                    {}, {"model FLOP/s ÷ peak"}, {"#59a14f"}, {}, {}, "", fmt_pct};
@@ -355,6 +401,20 @@ void html_hardware(Html& h, const ResultSet& rs) {
       const json spi = c.value("seconds_per_iter", json());
       const double ms = spi.is_number() ? 1e3 * spi.get<double>() : NAN;
       h.cell(format_fixed(ms, ms >= 100 ? 0 : ms >= 10 ? 1 : 3), "num");
+      if (ex.reference) {
+        const bool has = c.contains("reference");
+        h.cell(has ? rate_text(c["reference"]["tokens_per_s"]) : "", "num");
+        h.cell(has ? number_text(c["speedup"], 2) + "×" : "", "num");
+      }
+      if (ex.memory) {
+        const json mem = c.value("memory", json());
+        const auto mb = [&](const char* key) {
+          return mem.is_object() && mem[key].is_number() ? format_fixed(mem[key].get<double>() / 1e6, 1) : std::string();
+        };
+        h.cell(mb("analytic_bytes"), "num");
+        h.cell(mb("peak_rss_bytes"), "num");
+        h.cell(mem.is_object() ? number_text(mem["peak_over_analytic"], 3) : "", "num");
+      }
       h.os << "</tr>";
       if (c["peak_fraction"].is_number()) {
         chart.categories.push_back(js(c["name"]));
@@ -426,6 +486,19 @@ std::string report_markdown(const ResultSet& rs) {
       for (std::size_t i = 0; i < front.size(); ++i) os << (i ? ", " : " ") << front[i]->label;
       os << ".\n";
     }
+    if (!s.other_metrics.empty()) {
+      os << "\nOther metrics, mean over seeds ± stderr:\n\n| method |";
+      for (const auto& m : s.other_metrics) os << " " << md_escape(m) << " |";
+      os << "\n| --- |";
+      for (std::size_t i = 0; i < s.other_metrics.size(); ++i) os << " ---: |";
+      os << "\n";
+      for (const auto& r : s.rows) {
+        if (r.other_metrics.empty()) continue;
+        os << "| " << md_escape(r.label) << " |";
+        for (const auto& m : s.other_metrics) os << " " << md_escape(other_metric_cell(r, m)) << " |";
+        os << "\n";
+      }
+    }
     bool header = false;
     for (const auto& r : s.rows)
       for (const auto* f : r.failed) {
@@ -443,12 +516,31 @@ std::string report_markdown(const ResultSet& rs) {
   for (const auto& p : rs.profiles) {
     os << "\n## Hardware profile (" << p.file.string() << ")\n\n"
        << profile_machine_line(p.json["machine"]) << "; model " << shape_text(p.json["model"]) << ".\n\n"
-       << "| kind | case | method | precision | shape | tokens/s | GFLOP/s | % of peak |\n"
-       << "| --- | --- | --- | --- | --- | ---: | ---: | ---: |\n";
-    for (const auto& cs : p.json["cases"])
+       << "| kind | case | method | precision | shape | tokens/s | GFLOP/s | % of peak |";
+    const HardwareExtras ex = hardware_extras(p.json);
+    if (ex.reference) os << " " << ex.framework << " tokens/s | speed-up |";
+    if (ex.memory) os << " analytic MB | peak RSS MB | peak ÷ analytic |";
+    os << "\n| --- | --- | --- | --- | --- | ---: | ---: | ---: |" << (ex.reference ? " ---: | ---: |" : "")
+       << (ex.memory ? " ---: | ---: | ---: |" : "") << "\n";
+    for (const auto& cs : p.json["cases"]) {
       os << "| " << js(cs["kind"]) << " | " << md_escape(js(cs["name"])) << " | " << js(cs["method"]) << " | "
          << js(cs["precision"]) << " | " << md_escape(shape_text(cs["shape"])) << " | " << rate_text(cs["tokens_per_s"])
-         << " | " << number_text(cs["gflop_per_s"], 2) << " | " << fraction_pct(cs["peak_fraction"]) << " |\n";
+         << " | " << number_text(cs["gflop_per_s"], 2) << " | " << fraction_pct(cs["peak_fraction"]) << " |";
+      if (ex.reference) {
+        const bool has = cs.contains("reference");
+        os << " " << (has ? rate_text(cs["reference"]["tokens_per_s"]) : "") << " | "
+           << (has ? number_text(cs["speedup"], 2) + "×" : "") << " |";
+      }
+      if (ex.memory) {
+        const json mem = cs.value("memory", json());
+        const auto mb = [&](const char* key) {
+          return mem.is_object() && mem[key].is_number() ? format_fixed(mem[key].get<double>() / 1e6, 1) : std::string();
+        };
+        os << " " << mb("analytic_bytes") << " | " << mb("peak_rss_bytes") << " | "
+           << (mem.is_object() ? number_text(mem["peak_over_analytic"], 3) : "") << " |";
+      }
+      os << "\n";
+    }
   }
   return os.str();
 }

@@ -137,6 +137,10 @@ MethodRow make_row(const std::string& method, const std::string& hash, std::vect
     for (const auto* r : ok) v.push_back(r->json["train_info"]["memory"][k].get<double>());
     row.memory[k] = mean(v);
   }
+  for (const auto* r : ok)
+    for (const auto& [name, m] : r->json["metrics"].items())
+      if (name != metric && name != "forgetting" && m.is_object() && m.contains("value") && !row.other_metrics.count(name))
+        row.other_metrics[name] = combine(ok, name);
   return row;
 }
 
@@ -163,8 +167,16 @@ ResultSet read_results(const std::vector<fs::path>& dirs) {
                          r.config_hash + ") is in both " + it->second.string() + " and " + r.file.string());
       rs.records.push_back(std::move(r));
     }
-    const fs::path pf = dir / "profile.json";
-    if (fs::exists(pf)) {
+    // Hardware profiles: profile.json and any profile-*.json (one per shape or precision,
+    // as bench/side_by_side.sh writes them), in name order.
+    std::vector<fs::path> profile_files;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (e.is_regular_file() && name.rfind("profile", 0) == 0 && e.path().extension() == ".json")
+        profile_files.push_back(e.path());
+    }
+    std::sort(profile_files.begin(), profile_files.end());
+    for (const auto& pf : profile_files) {
       std::ifstream in(pf, std::ios::binary);
       if (!in) throw InputError("cannot read " + pf.string());
       json j;
@@ -205,6 +217,10 @@ std::vector<TaskSection> build_sections(const ResultSet& results) {
       if (!siblings.empty()) row.label = config_label(row, siblings);
     }
     mark_pareto(sec.rows);
+    std::set<std::string> others;
+    for (const auto& row : sec.rows)
+      for (const auto& [name, v] : row.other_metrics) others.insert(name);
+    sec.other_metrics.assign(others.begin(), others.end());
     out.push_back(std::move(sec));
   }
   return out;

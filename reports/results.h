@@ -55,12 +55,16 @@ struct MethodRow {
   double total_params = NAN, trainable_params = NAN, trainable_percent = NAN, adaptation_bytes = NAN;
   double peak_rss_bytes = NAN, train_seconds = NAN, train_tokens_per_s = NAN, eval_tokens_per_s = NAN;
   std::map<std::string, double> memory;  // breakdown key -> bytes (mean over ok runs)
+  // Every other metric of the ok runs (not the primary, not forgetting): name -> (value, stderr),
+  // combined over seeds like the primary (e.g. recall@5, mrr, closed_book_accuracy, macro_f1).
+  std::map<std::string, std::pair<double, double>> other_metrics;
   bool pareto = false;                   // on the quality / trainable-parameters front
 };
 
 struct TaskSection {
   std::string task, metric;
   std::vector<MethodRow> rows;  // methods in registry order, reference rows last
+  std::vector<std::string> other_metrics;  // union of the rows' other_metrics, sorted by name
 };
 
 // The memory breakdown keys of a record, in display order.

@@ -398,6 +398,12 @@ const std::vector<Example>& Task::split(std::string_view name) const {
   return it->second;
 }
 
+std::shared_ptr<const Task> Task::with_documents(std::vector<Document> docs) const {
+  auto task = std::make_shared<Task>(*this);
+  task->documents_ = std::move(docs);
+  return task;
+}
+
 std::string Task::render(const Example& ex) const { return render(ex, spec_.prompt_template); }
 
 std::string Task::render(const Example& ex, std::string_view t) const {

@@ -101,6 +101,9 @@ class Task {
   // "train" | "dev" | "test"; InputError for another name. May be empty (heldout-lm train).
   const std::vector<Example>& split(std::string_view name) const;
   const std::vector<Document>& documents() const { return documents_; }
+  // The same task over another document collection (the runner's --limit subset of it);
+  // every gold document of the kept splits must be in `docs` (not checked here).
+  std::shared_ptr<const Task> with_documents(std::vector<Document> docs) const;
 
   // The prompt of an example: the template with {text}, {choices} (one "A. word" per line),
   // {label} (the gold verbaliser, for demonstrations) and any extra field substituted.

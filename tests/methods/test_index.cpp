@@ -261,3 +261,60 @@ TEST(Index, ChunksCoverEveryDocumentWithTheStatedOverlap) {
   }
   EXPECT_EQ(store.dim(), f.model->config().hidden);
 }
+
+TEST(Index, LayerAndCentringArePartOfTheKeyAndCentredVectorsAreUnitLength) {
+  RetrievalFixture f;
+  const fs::path cache = f.dir / "cache";
+  std::vector<Prediction> final_layer, first_layer, centred;
+  auto d = f.run({{"layer", "-1"}}, "m", cache, &final_layer);
+  EXPECT_EQ(d["layer"], f.model->config().n_layer);  // -1 = after the final norm
+  d = f.run({{"layer", "1"}}, "m", cache, &first_layer);
+  EXPECT_TRUE(d["index_rebuilt"].get<bool>());
+  EXPECT_EQ(d["layer"], 1);
+  bool differs = false;
+  for (size_t i = 0; i < final_layer.size(); ++i) differs = differs || final_layer[i].ranking != first_layer[i].ranking;
+  EXPECT_TRUE(differs) << "layer 1 and the final layer ranked every question alike";
+  EXPECT_FALSE(f.run({{"layer", "-2"}}, "m", cache)["index_rebuilt"].get<bool>());  // -2 = layer 1 of 2
+
+  d = f.run({{"center", "true"}, {"search", "exact"}}, "m", cache, &centred);
+  EXPECT_TRUE(d["index_rebuilt"].get<bool>());
+  EXPECT_TRUE(d["center"].get<bool>());
+  m::VectorStore store(cache / "index-tiny-open.sqlite");
+  const auto v = store.vectors();
+  const int64_t C = store.dim();
+  const size_t n = v.size() / static_cast<size_t>(C);
+  // Stored vectors: unit length, and centred (their mean is far smaller than before).
+  std::vector<double> mean(static_cast<size_t>(C), 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    double norm = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double x = v[i * static_cast<size_t>(C) + static_cast<size_t>(c)];
+      norm += x * x;
+      mean[static_cast<size_t>(c)] += x / static_cast<double>(n);
+    }
+    EXPECT_NEAR(norm, 1.0, 1e-4) << i;
+  }
+  double mean_norm = 0.0;
+  for (double x : mean) mean_norm += x * x;
+  EXPECT_LT(std::sqrt(mean_norm), 0.5);
+  const std::string centre = store.extra("center");
+  EXPECT_EQ(std::count(centre.begin(), centre.end(), ' ') + 1, C);
+  for (const auto& p : centred) EXPECT_FALSE(p.ranking.empty());
+
+  for (const std::string bad : {"3", "-4"}) {
+    auto ctx = f.context({{"layer", bad}}, "m", cache);
+    auto method = m::index_method_info().make();
+    EXPECT_THROW(method->prepare(ctx), tb::InputError) << bad;
+  }
+}
+
+TEST(Index, ClosedBookAccuracyIsARecordMetricEqualToTheDetails) {
+  RetrievalFixture f;
+  const auto d = f.run({}, "m", f.dir / "cache");
+  ASSERT_EQ(f.meter.metrics.size(), 1u);
+  EXPECT_EQ(f.meter.metrics[0].name, "closed_book_accuracy");
+  EXPECT_DOUBLE_EQ(f.meter.metrics[0].value, d["closed_book"]["accuracy"].get<double>());
+  EXPECT_TRUE(f.meter.metrics[0].higher_is_better);
+  f.run({{"closed-book", "false"}}, "m", f.dir / "cache");
+  EXPECT_TRUE(f.meter.metrics.empty());
+}

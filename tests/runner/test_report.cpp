@@ -6,6 +6,8 @@
 // checked by tests/runner/check_html.sh.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <cmath>
 #include <regex>
 
@@ -95,6 +97,37 @@ TEST(ReportModel, KeepsFailedRunsAsFailed) {
   EXPECT_EQ(row(s[1], "adapter").status, "diverged");
 }
 
+TEST(ReportModel, ListsEveryOtherMetricNextToThePrimary) {
+  const auto s = fixture_sections();
+  // imdb records hold accuracy (primary), macro_f1 and forgetting: macro_f1 is the other metric.
+  EXPECT_EQ(s[0].other_metrics, (std::vector<std::string>{"macro_f1"}));
+  const auto& full = row(s[0], "full");
+  ASSERT_TRUE(full.other_metrics.count("macro_f1"));
+  EXPECT_NEAR(full.other_metrics.at("macro_f1").first, 0.77, 1e-12);  // seeds 0.78 and 0.76
+  EXPECT_FALSE(full.other_metrics.count("forgetting"));
+  EXPECT_FALSE(full.other_metrics.count("accuracy"));
+}
+
+class ReportCli : public CliTest {};
+
+TEST_F(ReportCli, ShowsClosedAndOpenBookAccuracySideBySide) {
+  // An index-style record: open-book accuracy is the primary metric, closed-book accuracy and
+  // the retrieval metrics are the others; the report shows them all in its task section.
+  auto rec = read_json(fixtures() / "results" / "shard0" / "head__sentiment-imdb__seed0.json");
+  rec["metrics"]["closed_book_accuracy"] = {{"value", 0.3125}, {"stderr", 0.0211}, {"higher_is_better", true}};
+  rec["metrics"]["mrr"] = {{"value", 0.0875}, {"stderr", 0.0104}, {"higher_is_better", true}};
+  write_json(dir_ / "head__sentiment-imdb__seed0.json", rec);
+  const auto r = run("report " + shell_quote(dir_.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto m = slurp(dir_ / "report.md");
+  EXPECT_NE(m.find("| method | closed_book_accuracy | macro_f1 | mrr |"), std::string::npos) << m;
+  EXPECT_NE(m.find("| head | 0.3125 ± 0.0211 |"), std::string::npos) << m;
+  const auto h = slurp(dir_ / "report.html");
+  EXPECT_NE(h.find("id=\"other-sentiment-imdb\""), std::string::npos);
+  EXPECT_NE(h.find("0.3125 ± 0.0211"), std::string::npos);
+  EXPECT_NE(h.find("0.0875 ± 0.0104"), std::string::npos);
+}
+
 TEST(ReportModel, FormatsNumbersForPeople) {
   EXPECT_EQ(reports::format_bytes(1536), "1.50 KiB");
   EXPECT_EQ(reports::format_bytes(182.0 * 1024 * 1024), "182 MiB");
@@ -118,7 +151,6 @@ TEST(ReportSvg, NiceTicksCoverTheRangeInRoundSteps) {
   EXPECT_EQ(reports::xml_escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
 }
 
-class ReportCli : public CliTest {};
 
 TEST_F(ReportCli, WritesHtmlMarkdownAndCsvOfMergedShards) {
   const auto html = dir_ / "r.html", md = dir_ / "r.md", csv = dir_ / "s.csv";
@@ -198,6 +230,34 @@ TEST_F(ReportCli, RendersAProfileAsTheHardwareSection) {
   const auto md = slurp(dir / "report.md");
   EXPECT_NE(md.find("## Hardware profile"), std::string::npos);
   EXPECT_NE(md.find("| train | train.lora | lora | f32 |"), std::string::npos) << md;
+}
+
+// Side by side (bench/side_by_side.sh): every profile*.json of the directory is a hardware
+// section; a case with a reference shows the reference tokens/s and the speed-up, and a
+// step case with memory shows analytic vs peak RSS.
+TEST_F(ReportCli, RendersEveryProfileWithReferenceAndMemoryColumns) {
+  const auto dir = copy_fixture("shard0", "results");
+  fs::copy_file(fixtures() / "profile.json", dir / "profile.json");
+  auto j = read_json(fixtures() / "profile.json");
+  for (auto& c : j["cases"])
+    if (c["name"] == "train.full") {
+      c["reference"] = {{"framework", "pytorch 1.13"}, {"tokens_per_s", 100.0}, {"threads", 2}};
+      c["speedup"] = 2.5;
+      c["memory"] = {{"analytic", {{"weights", 4000000}, {"gradients", 4000000}, {"optimizer_state", 8000000}, {"activations", 1000000}}},
+                     {"analytic_bytes", 17000000}, {"peak_rss_bytes", 18700000}, {"rss_before_bytes", 5000000},
+                     {"peak_over_analytic", 1.1}};
+    }
+  std::ofstream(dir / "profile-small-bf16.json") << j.dump();
+  const auto r = run("report " + shell_quote(dir.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto h = slurp(dir / "report.html");
+  EXPECT_NE(h.find("id=\"hardware-cases-0\""), std::string::npos);
+  EXPECT_NE(h.find("id=\"hardware-cases-1\""), std::string::npos) << "the second profile file is missing";
+  EXPECT_NE(h.find("pytorch 1.13 tokens/s"), std::string::npos);
+  EXPECT_NE(h.find("2.50×"), std::string::npos);
+  const auto md = slurp(dir / "report.md");
+  EXPECT_NE(md.find("## Hardware profile (" + (dir / "profile-small-bf16.json").string() + ")"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 100 | 2.50× | 17.0 | 18.7 | 1.100 |"), std::string::npos) << md;
 }
 
 TEST_F(ReportCli, ARunInTwoDirectoriesIsAnErrorNamingBoth) {

@@ -8,19 +8,65 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <thread>
 
 #include "datasets/hash.h"
 #include "harness/record.h"
+#include "harness/runner.h"
 #include "methods/method.h"
+#include "tasks/registry.h"
 #include "tests/runner/runner_fixture.h"
 
 namespace tb::testing {
 namespace {
 
 using nlohmann::json;
+
+// --limit on a retrieval collection (wordnet-define-open, real data): every gold document of
+// the kept examples stays, plus exactly `limit` distractors, in collection order, the same
+// subset every time; limit 0 keeps the whole collection.
+TEST(LimitDocuments, KeepsEveryGoldDocumentOfTheKeptExamplesPlusLimitDistractors) {
+  const auto task = tasks::Registry::standard().load("wordnet-define-open");
+  const auto& docs = task->documents();
+  std::vector<std::vector<tasks::Example>> kept(3);
+  const char* splits[] = {"train", "dev", "test"};
+  for (int s = 0; s < 3; ++s) {
+    const auto& all = task->split(splits[s]);
+    for (std::size_t i = 0; i < all.size(); i += 5) kept[static_cast<std::size_t>(s)].push_back(all[i]);
+  }
+  const std::vector<const std::vector<tasks::Example>*> ptrs = {&kept[0], &kept[1], &kept[2]};
+  const auto sub = runner::take_documents(docs, ptrs, 300);
+  std::set<std::string> gold, ids;
+  for (const auto& split : kept)
+    for (const auto& ex : split) gold.insert(ex.gold_docs.begin(), ex.gold_docs.end());
+  for (const auto& d : sub) ids.insert(d.id);
+  ASSERT_EQ(ids.size(), sub.size());
+  for (const auto& g : gold) EXPECT_TRUE(ids.count(g)) << g;
+  EXPECT_EQ(sub.size(), gold.size() + 300);
+  EXPECT_LT(sub.size(), docs.size());
+  // A subsequence of the collection, unchanged documents.
+  std::size_t j = 0;
+  for (const auto& d : docs)
+    if (j < sub.size() && sub[j].id == d.id) {
+      EXPECT_EQ(sub[j].text, d.text);
+      ++j;
+    }
+  EXPECT_EQ(j, sub.size());
+  const auto again = runner::take_documents(docs, ptrs, 300);
+  ASSERT_EQ(again.size(), sub.size());
+  for (std::size_t i = 0; i < sub.size(); ++i) EXPECT_EQ(again[i].id, sub[i].id);
+  // Distractors are not the first ids of the collection (a hashed subset, not a prefix).
+  std::size_t distractors_in_first = 0;
+  for (std::size_t i = 0; i < 300; ++i) distractors_in_first += ids.count(docs[i].id) && !gold.count(docs[i].id);
+  EXPECT_LT(distractors_in_first, 150u);
+  EXPECT_EQ(runner::take_documents(docs, ptrs, 0).size(), docs.size());
+  // More distractors asked for than exist: the whole collection.
+  EXPECT_EQ(runner::take_documents(docs, ptrs, 100000).size(), docs.size());
+}
 
 TEST_F(RunnerTest, RecordsHaveEveryFieldWithSaneValues) {
   const fs::path out = dir_ / "out";
@@ -136,7 +182,24 @@ TEST_F(RunnerTest, ResumeAfterKilledMatrixEndsWithEveryRecordOnce) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFSIGNALED(status)) << "the matrix finished before it could be killed";
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the run child dies with its parent
+  // The run child dies with its parent (PR_SET_PDEATHSIG); on a loaded machine that can take
+  // a while, and until it is gone its temp file is not debris, so wait for every writer of a
+  // hidden file to be gone (or a zombie) before resuming.
+  const auto gone_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto writers_alive = [&] {
+    for (const auto& h : hidden_files(out)) {
+      const auto pid = static_cast<pid_t>(std::atoll(h.substr(h.find_last_of('.') + 1).c_str()));
+      if (pid <= 0 || ::kill(pid, 0) != 0) continue;
+      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+      std::string line;
+      std::getline(stat, line);
+      const auto close = line.rfind(')');
+      if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z') return true;
+    }
+    return false;
+  };
+  while (writers_alive() && std::chrono::steady_clock::now() < gone_deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const auto first = record_names(out);
   ASSERT_FALSE(first.empty());
   ASSERT_LT(first.size(), expected.size());
