@@ -49,13 +49,15 @@ std::vector<OptionSpec> rlhf_options() {
       {"lora-rank", "8", "LoRA rank of the policy (and of a --rlhf.rm-train lora reward model)"},
       {"lora-alpha", "16", "LoRA alpha"},
       {"lora-sites", "q,k,v,o", "LoRA sites (q,k,v,o,gate,up,down, all-linear)"},
-      {"pairs", "1024", "train prompts sampled for preference pairs (pairs whose candidates tie are dropped)"},
+      {"pairs", "2000", "train prompts sampled for preference pairs (all of the split when it has fewer; pairs whose candidates tie are dropped)"},
       {"eval-pairs", "64", "dev prompts and test prompts, each, sampled for held-out pairs"},
-      {"candidates", "4", "continuations sampled per prompt; the judge's best and worst form its pair"},
+      {"candidates", "8", "continuations sampled per prompt; the judge's best and worst form its pair"},
       {"max-new", "12", "continuation length in tokens (pairs, rollouts and evaluation)"},
-      {"rm-train", "head", "what the Bradley-Terry loss trains in the reward model: head | lora | full"},
-      {"rm-pool", "last", "hidden state the reward head reads: last (the last real token) | mean"},
-      {"rm-epochs", "20", "reward model epochs (best epoch on dev pairs)"},
+      {"rm-pairs", "all", "train comparisons of the reward model: all (every ranked pair of a prompt's candidates, InstructGPT style) | best-worst"},
+      {"rm-margin", "1", "with --rlhf.rm-pairs all: the gold-score gap a comparison besides best-vs-worst needs"},
+      {"rm-train", "full", "what the Bradley-Terry loss trains in the reward model: head | lora | full"},
+      {"rm-pool", "mean", "hidden state the reward head reads: last (the last real token) | mean"},
+      {"rm-epochs", "4", "reward model epochs (best epoch on dev pairs)"},
       {"rm-lr", "auto", "reward model learning rate; auto = 3e-3 (head), 1e-3 (lora), 1e-4 (full)"},
       {"rm-batch", "16", "pairs per reward model step"},
       {"ppo-iterations", "10", "PPO rollout batches"},
@@ -118,6 +120,13 @@ class RlhfMethod final : public Method {
     PairSampling ps;
     ps.candidates = o.integer("candidates");
     ps.max_new_tokens = max_new_;
+    const std::string rm_pairs = o.str("rm-pairs");
+    if (rm_pairs != "all" && rm_pairs != "best-worst")
+      throw InputError("rlhf.rm-pairs: '" + rm_pairs + "' is not all or best-worst");
+    ps.min_margin = o.number("rm-margin");
+    // Only the reward model trains on the extra comparisons; dpo keeps each prompt's
+    // best-vs-worst pair, so both algorithms share one pairs file.
+    const bool all_comparisons = rm_pairs == "all";
     const int64_t n_train = o.integer("pairs"), n_eval = o.integer("eval-pairs");
     if (n_train < 1) throw InputError("rlhf.pairs: must be >= 1");
     if (n_eval < 0) throw InputError("rlhf.eval-pairs: must be >= 0");
@@ -126,9 +135,10 @@ class RlhfMethod final : public Method {
     const auto train_prompts = sample_prompts(ctx.train, n_train, ctx.seed * 3 + 1);
     const auto dev_prompts = sample_prompts(ctx.dev, n_eval, ctx.seed * 3 + 2);
     const auto test_prompts = sample_prompts(test_split, n_eval, ctx.seed * 3 + 3);
-    std::string key = "rlhf-pairs-v1|" + ctx.model_hash + "|" + ctx.task.name() + "@" + std::to_string(ctx.task.version()) +
+    std::string key = "rlhf-pairs-v2|" + ctx.model_hash + "|" + ctx.task.name() + "@" + std::to_string(ctx.task.version()) +
                       "|seed=" + std::to_string(ctx.seed) + "|candidates=" + std::to_string(ps.candidates) +
-                      "|max-new=" + std::to_string(max_new_) + "|prompts=";
+                      "|max-new=" + std::to_string(max_new_) +
+                      (all_comparisons ? "|all-comparisons|margin=" + std::to_string(ps.min_margin) : std::string()) + "|prompts=";
     for (const auto* set : {&train_prompts, &dev_prompts, &test_prompts})
       for (const auto& ex : *set) key += ex.id + ",";
     const auto pairs_file = ctx.cache_dir / "rlhf" / ("pairs-" + digest(key) + ".jsonl");
@@ -144,6 +154,7 @@ class RlhfMethod final : public Method {
       std::vector<PreferencePair> all;
       for (size_t k = 0; k < splits.size(); ++k) {
         ps.seed = ctx.seed * 1000 + 17 + k;
+        ps.all_comparisons = all_comparisons && k == 0;  // held-out pairs stay best-vs-worst
         auto got = sample_pairs(ctx.model, nullptr, ctx.tokenizer, ctx.task, *splits[k].second, splits[k].first, ps,
                                 &sampled_tokens);
         (k == 0 ? train_ : k == 1 ? dev_ : test_) = got;
@@ -155,6 +166,7 @@ class RlhfMethod final : public Method {
     meter.details["pairs"] = {{"file", pairs_file.string()},
                               {"cached", cached},
                               {"train", train_.size()},
+                              {"train_best_worst", std::count_if(train_.begin(), train_.end(), [](const PreferencePair& p) { return p.best_worst; })},
                               {"dev", dev_.size()},
                               {"test", test_.size()},
                               {"prompts", {{"train", train_prompts.size()}, {"dev", dev_prompts.size()}, {"test", test_prompts.size()}}},
@@ -303,12 +315,15 @@ class RlhfMethod final : public Method {
       dc.clip = clip;
       dc.seed = ctx.seed;
       dpo_ = std::make_unique<DpoTrainer>(*policy_, policy_hooks_, policy_stores, dc);
-      dpo_->set_reference("train", train_);
+      std::vector<PreferencePair> dpo_train;
+      for (const auto& p : train_)
+        if (p.best_worst) dpo_train.push_back(p);
+      dpo_->set_reference("train", dpo_train);
       dpo_->set_reference("dev", dev_);
       dpo_->set_reference("test", test_);
       const double t1 = now_seconds();
       const int64_t tok0 = dpo_->tokens();
-      const auto steps = dpo_->train("train", train_, [&](int64_t ep, const DpoStep& last) {
+      const auto steps = dpo_->train("train", dpo_train, [&](int64_t ep, const DpoStep& last) {
         const auto dev = dpo_->evaluate("dev", dev_);
         curve_details.push_back({{"epoch", ep}, {"dev_loss", dev.loss}, {"dev_margin", dev.margin}, {"dev_accuracy", dev.accuracy}});
         if (meter.progress) meter.progress("dpo", ep + 1, dc.epochs, last.train.loss);

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,8 @@ std::vector<PreferencePair> sample_pairs(Model& model, Hooks* hooks, const Token
                                          const std::string& split, const PairSampling& cfg, int64_t* generated) {
   if (cfg.candidates < 2)
     throw InputError("rlhf.candidates: need at least 2 continuations per prompt, got " + std::to_string(cfg.candidates));
+  if (cfg.all_comparisons && !(cfg.min_margin > 0))
+    throw InputError("rlhf.rm-margin: must be > 0, got " + std::to_string(cfg.min_margin));
   if (cfg.max_new_tokens < 1)
     throw InputError("rlhf.max-new: must be >= 1, got " + std::to_string(cfg.max_new_tokens));
   const auto K = static_cast<size_t>(cfg.candidates);
@@ -72,7 +75,21 @@ std::vector<PreferencePair> sample_pairs(Model& model, Hooks* hooks, const Token
     p.rejected_text = cont[worst];
     p.chosen_reward = reward[best];
     p.rejected_reward = reward[worst];
-    out.push_back(std::move(p));
+    out.push_back(p);
+    if (!cfg.all_comparisons) continue;
+    for (size_t a = 0; a < K; ++a)
+      for (size_t b = 0; b < K; ++b) {
+        if ((a == best && b == worst) || reward[a] - reward[b] < std::max(cfg.min_margin, 1e-9)) continue;
+        PreferencePair q = p;
+        q.best_worst = false;
+        q.chosen = gens[i * K + a].tokens;
+        q.rejected = gens[i * K + b].tokens;
+        q.chosen_text = cont[a];
+        q.rejected_text = cont[b];
+        q.chosen_reward = reward[a];
+        q.rejected_reward = reward[b];
+        out.push_back(std::move(q));
+      }
   }
   return out;
 }
@@ -89,7 +106,8 @@ void save_pairs(const std::filesystem::path& file, const std::vector<PreferenceP
                       {"prompt", p.prompt},
                       {"prompt_tokens", p.prompt_tokens},
                       {"chosen", {{"text", p.chosen_text}, {"tokens", p.chosen}, {"reward", p.chosen_reward}}},
-                      {"rejected", {{"text", p.rejected_text}, {"tokens", p.rejected}, {"reward", p.rejected_reward}}}};
+                      {"rejected", {{"text", p.rejected_text}, {"tokens", p.rejected}, {"reward", p.rejected_reward}}},
+                      {"best_worst", p.best_worst}};
       // Continuations may cut a UTF-8 character at a token boundary: replace, do not throw.
       f << j.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
     }
@@ -124,6 +142,7 @@ std::vector<PreferencePair> load_pairs(const std::filesystem::path& file) {
       p.rejected_text = r.at("text").get<std::string>();
       p.rejected = r.at("tokens").get<std::vector<int32_t>>();
       p.rejected_reward = r.at("reward").get<double>();
+      p.best_worst = j.value("best_worst", true);
       if (p.prompt_tokens.empty() || p.chosen.empty() || p.rejected.empty())
         throw FormatError(where + ": empty prompt or continuation tokens");
       if (p.split != "train" && p.split != "dev" && p.split != "test")

@@ -30,12 +30,18 @@ struct PreferencePair {
   std::vector<int32_t> chosen, rejected;  // continuation tokens (stop token included)
   std::string chosen_text, rejected_text;
   double chosen_reward = 0.0, rejected_reward = 0.0;  // the gold judge's scores
+  bool best_worst = true;  // the prompt's best against its worst candidate (else another
+                           // ranked comparison among its candidates)
 };
 
 struct PairSampling {
   int64_t candidates = 4;       // continuations sampled per prompt (>= 2)
   int64_t max_new_tokens = 16;
   uint64_t seed = 0;
+  // Besides each prompt's best-vs-worst pair, every other pair of its candidates whose gold
+  // scores differ by at least min_margin (> 0), better first.
+  bool all_comparisons = false;
+  double min_margin = 1.0;
 };
 
 // The stop token of generation: the config's EOS, or none (-1).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <random>
 
@@ -307,17 +308,60 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
   auto opt = AdamW::for_stores(stores, acfg);
   optimizer_bytes_ = opt.state_bytes();
 
-  // A frozen body gives every pair the same features in every epoch: compute them once.
-  std::vector<float> train_feats, dev_feats;
-  auto pair_tokens = [](const std::vector<PreferencePair>& ps) {
-    int64_t n = 0;
-    for (const auto& p : ps) n += 2 * static_cast<int64_t>(p.prompt_tokens.size()) + static_cast<int64_t>(p.chosen.size() + p.rejected.size());
-    return n;
+  // Pairs of one prompt share continuations (all comparisons among its candidates): score
+  // each distinct continuation once per step and apply the Bradley–Terry loss to every
+  // comparison of the prompt, each prompt weighing the same (InstructGPT's K-choose-2 batch
+  // element). With one pair per prompt this is the plain pairwise loss.
+  struct Group {
+    std::vector<size_t> seqs;                          // into `conts`
+    std::vector<std::pair<size_t, size_t>> cmp;        // (better, worse) into `conts`
   };
+  std::vector<const PreferencePair*> owner;            // per distinct continuation: its pair
+  std::vector<const std::vector<int32_t>*> conts;
+  std::vector<Group> groups;
+  {
+    std::map<std::string, size_t> group_of;
+    std::map<std::pair<size_t, std::vector<int32_t>>, size_t> seq_of;
+    for (const auto& p : train) {
+      const auto [git, fresh] = group_of.emplace(p.id + '\x1f' + p.prompt, groups.size());
+      if (fresh) groups.emplace_back();
+      Group& g = groups[git->second];
+      auto seq = [&](const std::vector<int32_t>& c) {
+        const auto [sit, added] = seq_of.emplace(std::make_pair(git->second, c), conts.size());
+        if (added) {
+          conts.push_back(&c);
+          owner.push_back(&p);
+          g.seqs.push_back(sit->second);
+        }
+        return sit->second;
+      };
+      const size_t a = seq(p.chosen), b = seq(p.rejected);
+      g.cmp.emplace_back(a, b);
+    }
+  }
+  auto sequences = [&](const std::vector<size_t>& idx) {
+    std::vector<const std::vector<int32_t>*> ps, cs;
+    for (size_t k : idx) ps.push_back(&owner[k]->prompt_tokens), cs.push_back(conts[k]);
+    return Sequences::make(ps, cs, maxT);
+  };
+
+  // A frozen body gives every continuation the same features in every epoch: compute them once.
+  std::vector<float> train_feats, dev_feats;
   if (head_only) {
-    train_feats = features(train);
+    std::vector<float> h;
+    std::vector<size_t> all(conts.size());
+    std::iota(all.begin(), all.end(), size_t{0});
+    int64_t tok = 0;
+    for (size_t i = 0; i < all.size(); i += static_cast<size_t>(cfg_.batch)) {
+      const std::vector<size_t> idx(all.begin() + static_cast<int64_t>(i),
+                                    all.begin() + static_cast<int64_t>(std::min(all.size(), i + static_cast<size_t>(cfg_.batch))));
+      const auto seq = sequences(idx);
+      pooled(seq, false, h);
+      train_feats.insert(train_feats.end(), h.begin(), h.end());
+      tok += seq.num_tokens();
+    }
     dev_feats = features(dev);
-    const int64_t tok = pair_tokens(train) + pair_tokens(dev);
+    for (const auto& p : dev) tok += 2 * static_cast<int64_t>(p.prompt_tokens.size()) + static_cast<int64_t>(p.chosen.size() + p.rejected.size());
     st.tokens += tok;
     st.flops += forward_flops(*model_, tok);
   }
@@ -329,10 +373,13 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
     return static_cast<double>(c) / static_cast<double>(n);
   };
 
-  const size_t N = train.size(), Bsz = static_cast<size_t>(cfg_.batch);
-  const int64_t steps_per_epoch = static_cast<int64_t>((N + Bsz - 1) / Bsz);
+  // About 2·batch continuations per step (batch pairs when each prompt has one pair).
+  const size_t G = groups.size();
+  const double per_group = static_cast<double>(conts.size()) / static_cast<double>(G);
+  const auto groups_per_step = static_cast<size_t>(std::max(1.0, std::round(2.0 * static_cast<double>(cfg_.batch) / per_group)));
+  const int64_t steps_per_epoch = static_cast<int64_t>((G + groups_per_step - 1) / groups_per_step);
   const int64_t total = steps_per_epoch * cfg_.epochs;
-  std::vector<size_t> order(N);
+  std::vector<size_t> order(G);
   std::iota(order.begin(), order.end(), size_t{0});
   std::mt19937_64 rng(cfg_.seed ^ 0xb7ull);
   double best = -1.0;
@@ -343,27 +390,37 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
   for (int64_t ep = 0; ep < cfg_.epochs; ++ep) {
     std::shuffle(order.begin(), order.end(), rng);
     double loss_sum = 0.0;
-    for (size_t i = 0; i < N; i += Bsz) {
-      const size_t n = std::min(N - i, Bsz);
-      const auto B = static_cast<int64_t>(n);
-      std::vector<float> h(static_cast<size_t>(2 * B * C));
+    for (size_t i = 0; i < G; i += groups_per_step) {
+      const size_t ng = std::min(G - i, groups_per_step);
+      std::vector<size_t> idx;
+      std::map<size_t, int64_t> row;  // continuation -> row of this step
+      for (size_t g = i; g < i + ng; ++g)
+        for (size_t k : groups[order[g]].seqs) row[k] = static_cast<int64_t>(idx.size()), idx.push_back(k);
+      const auto B = static_cast<int64_t>(idx.size());
+      std::vector<float> h(static_cast<size_t>(B * C));
       Sequences seq;
       if (head_only) {
-        for (size_t k = 0; k < n; ++k) {
-          const size_t j = order[i + k];
-          std::copy_n(train_feats.begin() + static_cast<int64_t>(j) * C, C, h.begin() + static_cast<int64_t>(k) * C);
-          std::copy_n(train_feats.begin() + static_cast<int64_t>(N + j) * C, C, h.begin() + (B + static_cast<int64_t>(k)) * C);
-        }
+        for (int64_t k = 0; k < B; ++k)
+          std::copy_n(train_feats.begin() + static_cast<int64_t>(idx[k]) * C, C, h.begin() + k * C);
       } else {
-        std::vector<PreferencePair> batch;
-        for (size_t k = 0; k < n; ++k) batch.push_back(train[order[i + k]]);
-        seq = pair_sequences(batch, 0, n, maxT);
+        seq = sequences(idx);
         pooled(seq, true, h);
       }
-      std::vector<float> r(static_cast<size_t>(2 * B)), dr(r.size());
-      head_.forward(r.data(), h.data(), 2 * B);
-      int64_t correct = 0;
-      const double loss = bradley_terry(r.data(), B, dr.data(), correct);
+      std::vector<float> r(static_cast<size_t>(B)), dr(r.size(), 0.0f);
+      head_.forward(r.data(), h.data(), B);
+      double loss = 0.0;
+      for (size_t g = i; g < i + ng; ++g) {
+        const auto& grp = groups[order[g]];
+        const double w = 1.0 / (static_cast<double>(grp.cmp.size()) * static_cast<double>(ng));
+        for (const auto& [a, b] : grp.cmp) {
+          const int64_t ra = row[a], rb = row[b];
+          const double d = static_cast<double>(r[ra]) - r[rb];
+          loss += w * (d > 0 ? std::log1p(std::exp(-d)) : -d + std::log1p(std::exp(d)));
+          const double sig_neg = 1.0 / (1.0 + std::exp(d));  // σ(−d)
+          dr[ra] -= static_cast<float>(w * sig_neg);
+          dr[rb] += static_cast<float>(w * sig_neg);
+        }
+      }
       if (!std::isfinite(loss)) {
         if (meter) {
           meter->status = "diverged";
@@ -374,10 +431,10 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
       }
       for (auto* s : stores) s->zero_grads();
       if (head_only) {
-        head_.backward(nullptr, dr.data(), h.data(), 2 * B);
+        head_.backward(nullptr, dr.data(), h.data(), B);
       } else {
         std::vector<float> dpooled(h.size(), 0.0f);
-        head_.backward(dpooled.data(), dr.data(), h.data(), 2 * B);
+        head_.backward(dpooled.data(), dr.data(), h.data(), B);
         std::vector<float> dhidden(static_cast<size_t>(model_->batch() * model_->seq_len() * C), 0.0f);
         model_->pool_backward(dhidden.data(), cfg_.pool, seq.length.data(), dpooled.data());
         model_->backward(dhidden.data(), lora_.get());
@@ -387,10 +444,10 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
       }
       opt.step(schedule_lr(Schedule::cosine, static_cast<float>(cfg_.lr), step, total / 20, total, 0.1f));
       ++step;
-      loss_sum += loss * static_cast<double>(n);
+      loss_sum += loss * static_cast<double>(ng);
       if (meter && meter->progress) meter->progress("reward model", step, total, loss);
     }
-    st.train_loss.push_back(loss_sum / static_cast<double>(N));
+    st.train_loss.push_back(loss_sum / static_cast<double>(G));
     const double acc = dev.empty() ? NAN : head_only ? head_accuracy(dev_feats, dev.size()) : accuracy(dev);
     st.dev_accuracy.push_back(acc);
     const double sc = std::isnan(acc) ? static_cast<double>(ep) : acc;

@@ -425,6 +425,37 @@ TEST(RlhfPairs, OrderedByTheGoldJudgeWithoutTiesAndDeterministic) {
   }
 }
 
+TEST(RlhfPairs, AllComparisonsKeepTheBestWorstPairsAndOrderEveryOtherByMargin) {
+  SteerFixture f;
+  PairSampling ps;
+  ps.candidates = 4;
+  ps.max_new_tokens = 6;
+  ps.seed = 5;
+  const auto bw = sample_pairs(*f.model, nullptr, *f.tok, *f.task, f.train, "train", ps);
+  ps.all_comparisons = true;
+  ps.min_margin = 1.0;
+  const auto all = sample_pairs(*f.model, nullptr, *f.tok, *f.task, f.train, "train", ps);
+  std::vector<PreferencePair> kept;
+  for (const auto& p : all) {
+    EXPECT_GE(p.chosen_reward - p.rejected_reward, 1.0);
+    if (p.best_worst) kept.push_back(p);
+  }
+  ASSERT_EQ(kept.size(), bw.size());
+  EXPECT_GT(all.size(), bw.size());
+  for (size_t i = 0; i < kept.size(); ++i) {
+    EXPECT_EQ(kept[i].id, bw[i].id);
+    EXPECT_EQ(kept[i].chosen, bw[i].chosen);
+    EXPECT_EQ(kept[i].rejected, bw[i].rejected);
+  }
+  const auto file = f.dir / "all.jsonl";
+  save_pairs(file, all);
+  const auto back = load_pairs(file);
+  ASSERT_EQ(back.size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(back[i].best_worst, all[i].best_worst);
+  ps.min_margin = 0.0;
+  EXPECT_THROW(sample_pairs(*f.model, nullptr, *f.tok, *f.task, f.train, "train", ps), InputError);
+}
+
 TEST(RlhfMethod, PpoAndDpoRunEndToEndWithMetricsMemoryAndPairCache) {
   const auto& info = methods::rlhf_method_info();
   for (const std::string algo : {"ppo", "dpo"}) {
