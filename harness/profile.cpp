@@ -8,6 +8,7 @@
 #include "harness/profile.h"
 
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -702,6 +703,11 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
       if (live->index != static_cast<int>(i)) {
         ctx->analytic = nullptr;
         live->step = nullptr;  // release the previous case's buffers first
+        // ... including the model's gradient block, which lives in the model, and the heap
+        // pages glibc keeps after a free, so the next case's peak is its own.
+        ctx->model->params().set_all_trainable(false);
+        ctx->model->params().allocate_grads();
+        ::malloc_trim(0);
         // The peak RSS of this case starts from what is resident now (the model, the
         // libraries); it is kept per case so each step's memory can be read on its own.
         live->rss_before[i] = runner::rss_bytes();
