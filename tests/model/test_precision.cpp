@@ -151,6 +151,33 @@ TEST_F(Precision, Bf16LossCurveTracksF32For50Steps) {
   EXPECT_GT(worst, 0.0) << "bf16 and fp32 curves are identical: the bf16 path did not run";
 }
 
+// After one warm-up step, a full bf16 training step (forward, LM loss, backward, AdamW)
+// creates no oneDNN primitive: every matmul of the step is a cache hit.
+TEST_F(Precision, WarmBf16TrainingStepCreatesNoPrimitive) {
+  auto model = tb::load_model(kDefault);
+  model->set_precision(tb::Precision::bf16);
+  model->params().set_all_trainable(true);
+  model->params().allocate_grads();
+  tb::AdamWConfig cfg;
+  auto opt = tb::AdamW::for_stores({&model->params()}, cfg);
+  const int64_t B = 2, T = 32;
+  std::vector<int32_t> x, y;
+  batch(B, T, x, y);
+  auto step = [&] {
+    model->params().zero_grads();
+    model->forward(x.data(), B, T, nullptr, true);
+    model->lm_loss(y.data());
+    model->backward_lm();
+    opt.step(cfg.lr);
+  };
+  step();
+  const auto warm = tb::dnn::cache_stats();
+  step();
+  const auto again = tb::dnn::cache_stats();
+  EXPECT_EQ(again.misses, warm.misses);
+  EXPECT_GT(again.hits, warm.hits);
+}
+
 // The bf16 copy follows the weights: after an optimizer step it is the rounding of the
 // new values (written by the fused AdamW loop), and after a direct write + touch() the
 // next forward sees the new values.
