@@ -707,6 +707,7 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
         // pages glibc keeps after a free, so the next case's peak is its own.
         ctx->model->params().set_all_trainable(false);
         ctx->model->params().allocate_grads();
+        ctx->model->release_activations();
         ::malloc_trim(0);
         // The peak RSS of this case starts from what is resident now (the model, the
         // libraries); it is kept per case so each step's memory can be read on its own.

@@ -212,6 +212,10 @@ struct LayerActs {
 struct Model::Acts {
   std::vector<LayerActs> layers;
   std::vector<float> encoded, lnf, lnf_mean, lnf_rstd, vt;
+  // The MLP's matmul inputs (ln2 output; GELU or SwiGLU output) are saved per layer only
+  // when backward needs them: a trainable MLP weight or a delta hook on that site. Otherwise
+  // every layer computes into these shared buffers (LoRA on attention, heads, inference).
+  std::vector<float> ln2_shared, mlpin_shared;
   std::vector<int32_t> tokens;
   // backward scratch, reused by every layer
   std::vector<float> dres, dln, dqkv, datty, dproj, dfc1, dfc2, dfc3, dscratch, dpk, dpv;
@@ -353,7 +357,12 @@ void Model::init_random(uint64_t seed, float std) {
 namespace {
 
 void fit(std::vector<float>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) != n) v.assign(static_cast<size_t>(n), 0.0f);
+  if (static_cast<int64_t>(v.size()) == n) return;
+  if (n == 0) {
+    std::vector<float>().swap(v);  // release the memory, not just the size
+    return;
+  }
+  v.assign(static_cast<size_t>(n), 0.0f);
 }
 
 void zero(std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); }
@@ -371,18 +380,29 @@ void Model::ensure_acts(int64_t B, int64_t Tt, int64_t Pp) {
     fit(L.ln1, N * C); fit(L.ln1_mean, N); fit(L.ln1_rstd, N);
     fit(L.qkv, N * QKV); fit(L.att, B * NH * Tt * S); fit(L.atty, N * NH * hs);
     fit(L.attproj, N * C); fit(L.res1, N * C);
-    fit(L.ln2, N * C); fit(L.ln2_mean, N); fit(L.ln2_rstd, N);
-    fit(L.fc1, N * F); fit(L.fc2, N * F);
-    fit(L.fc3, cfg_.family == Family::llama ? N * F : 0);
+    fit(L.ln2_mean, N); fit(L.ln2_rstd, N);
+    fit(L.fc1, N * F);
+    if (cfg_.family == Family::llama) fit(L.fc2, N * F);  // SwiGLU backward reads gate and up
+    // ln2 and the MLP output-projection input (GPT-2 fc2, Llama fc3) are sized per forward.
     fit(L.mlpproj, N * C); fit(L.res2, N * C);
     fit(L.pk, pkv); fit(L.pv, pkv);
   }
   fit(a.encoded, N * C); fit(a.lnf, N * C); fit(a.lnf_mean, N); fit(a.lnf_rstd, N);
+  fit(a.ln2_shared, N * C);
+  fit(a.mlpin_shared, N * F);
   // Backward scratch is sized lazily by backward() so inference never pays for it.
   a.backward_ready = false;
   a.B = B;
   a.Tt = Tt;
   a.Pp = Pp;
+}
+
+void Model::release_activations() {
+  acts_ = std::make_unique<Acts>();
+  for (auto* v : {&logits_buf_, &dlogits_buf_, &dfinal_buf_}) std::vector<float>().swap(*v);
+  loss_targets_.clear();
+  B_ = T_ = Tt_ = Pv_ = Pp_ = 0;
+  trained_forward_ = false;
 }
 
 int64_t Model::activation_bytes() const {
@@ -395,7 +415,7 @@ int64_t Model::activation_bytes() const {
                     &L.pk, &L.pv})
       add(*v);
   }
-  for (auto* v : {&a.encoded, &a.lnf, &a.lnf_mean, &a.lnf_rstd, &a.dres, &a.dln, &a.dqkv, &a.datty,
+  for (auto* v : {&a.ln2_shared, &a.mlpin_shared, &a.encoded, &a.lnf, &a.lnf_mean, &a.lnf_rstd, &a.dres, &a.dln, &a.dqkv, &a.datty,
                   &a.dproj, &a.dfc1, &a.dfc2, &a.dfc3, &a.dscratch, &a.dpk, &a.dpv})
     add(*v);
   return n * 4 + static_cast<int64_t>((logits_buf_.size() + dlogits_buf_.size()) * 4);
@@ -476,6 +496,9 @@ void Model::linear_forward(int layer, Site site, float* y, const float* x, const
 void Model::linear_backward(int layer, Site site, float* dx, const float* dy, const float* x,
                             const Param* w, const Param* b, int64_t N, int64_t IC, int64_t OC,
                             Hooks* hooks) const {
+  // x is null when the forward did not save this input (nothing needed it, see Acts).
+  TB_CHECK(x || (!w->grad && !(hooks && hooks->has_delta(layer, site))),
+           "backward needs the input of " << w->name << ", which the forward did not save");
   if (precision_ == Precision::bf16)
     ops::linear_backward_bf16(dx, w->grad, b ? b->grad : nullptr, dy, x, w->bf16_data(), N, IC, OC);
   else
@@ -484,6 +507,11 @@ void Model::linear_backward(int layer, Site site, float* dx, const float* dy, co
 }
 
 // ---- forward ---------------------------------------------------------------------------
+
+namespace {
+// A saved activation, or null when the forward kept none (see Model::Acts).
+const float* saved(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+}  // namespace
 
 void Model::forward(const int32_t* tokens, int64_t B, int64_t T, Hooks* hooks, bool training) {
   const int64_t Pv = hooks ? hooks->num_virtual_tokens() : 0;
@@ -556,16 +584,32 @@ void Model::forward(const int32_t* tokens, int64_t B, int64_t T, Hooks* hooks, b
     if (hooks && hooks->has_after(li, Sublayer::attention))
       hooks->after_forward(li, Sublayer::attention, A.attproj.data(), N, C, training);
     ops::residual_forward(A.res1.data(), x, A.attproj.data(), N * C);
-    norm_forward(A.ln2.data(), A.ln2_mean.data(), A.ln2_rstd.data(), A.res1.data(), P.ln2_w, P.ln2_b, N);
+    // Save the MLP's matmul inputs only when backward reads them (see Acts).
+    auto wanted = [&](std::initializer_list<const Param*> ws, std::initializer_list<Site> sites) {
+      if (!training) return false;
+      for (const Param* w : ws)
+        if (w && w->trainable) return true;
+      for (Site st : sites)
+        if (hooks && hooks->has_delta(li, st)) return true;
+      return false;
+    };
+    const bool keep_ln2 = wanted({P.fc_w, P.gate_w, P.up_w}, {Site::up, Site::gate});
+    const bool keep_in = wanted({P.proj_w, P.down_w}, {Site::down});
+    std::vector<float>& mlp_in = gpt2 ? A.fc2 : A.fc3;
+    fit(A.ln2, keep_ln2 ? N * C : 0);
+    fit(mlp_in, keep_in ? N * F : 0);
+    float* ln2 = keep_ln2 ? A.ln2.data() : a.ln2_shared.data();
+    float* mlpin = keep_in ? mlp_in.data() : a.mlpin_shared.data();
+    norm_forward(ln2, A.ln2_mean.data(), A.ln2_rstd.data(), A.res1.data(), P.ln2_w, P.ln2_b, N);
     if (gpt2) {
-      linear_forward(li, Site::up, A.fc1.data(), A.ln2.data(), P.fc_w, P.fc_b, N, C, F, hooks, training);
-      ops::gelu_forward(A.fc2.data(), A.fc1.data(), N * F);
-      linear_forward(li, Site::down, A.mlpproj.data(), A.fc2.data(), P.proj_w, P.proj_b, N, F, C, hooks, training);
+      linear_forward(li, Site::up, A.fc1.data(), ln2, P.fc_w, P.fc_b, N, C, F, hooks, training);
+      ops::gelu_forward(mlpin, A.fc1.data(), N * F);
+      linear_forward(li, Site::down, A.mlpproj.data(), mlpin, P.proj_w, P.proj_b, N, F, C, hooks, training);
     } else {
-      linear_forward(li, Site::gate, A.fc1.data(), A.ln2.data(), P.gate_w, nullptr, N, C, F, hooks, training);
-      linear_forward(li, Site::up, A.fc2.data(), A.ln2.data(), P.up_w, nullptr, N, C, F, hooks, training);
-      ops::swiglu_forward(A.fc3.data(), A.fc1.data(), A.fc2.data(), N * F);
-      linear_forward(li, Site::down, A.mlpproj.data(), A.fc3.data(), P.down_w, nullptr, N, F, C, hooks, training);
+      linear_forward(li, Site::gate, A.fc1.data(), ln2, P.gate_w, nullptr, N, C, F, hooks, training);
+      linear_forward(li, Site::up, A.fc2.data(), ln2, P.up_w, nullptr, N, C, F, hooks, training);
+      ops::swiglu_forward(mlpin, A.fc1.data(), A.fc2.data(), N * F);
+      linear_forward(li, Site::down, A.mlpproj.data(), mlpin, P.down_w, nullptr, N, F, C, hooks, training);
     }
     if (hooks && hooks->has_after(li, Sublayer::mlp))
       hooks->after_forward(li, Sublayer::mlp, A.mlpproj.data(), N, C, training);
@@ -724,18 +768,18 @@ void Model::backward(const float* dfinal, Hooks* hooks) {
     zero(a.dln);
     if (gpt2) {
       zero(a.dfc2);
-      linear_backward(li, Site::down, a.dfc2.data(), a.dproj.data(), A.fc2.data(), P.proj_w, P.proj_b, N, F, C, hooks);
+      linear_backward(li, Site::down, a.dfc2.data(), a.dproj.data(), saved(A.fc2), P.proj_w, P.proj_b, N, F, C, hooks);
       zero(a.dfc1);
       ops::gelu_backward(a.dfc1.data(), a.dfc2.data(), A.fc1.data(), N * F);
-      linear_backward(li, Site::up, a.dln.data(), a.dfc1.data(), A.ln2.data(), P.fc_w, P.fc_b, N, C, F, hooks);
+      linear_backward(li, Site::up, a.dln.data(), a.dfc1.data(), saved(A.ln2), P.fc_w, P.fc_b, N, C, F, hooks);
     } else {
       zero(a.dfc3);
-      linear_backward(li, Site::down, a.dfc3.data(), a.dproj.data(), A.fc3.data(), P.down_w, nullptr, N, F, C, hooks);
+      linear_backward(li, Site::down, a.dfc3.data(), a.dproj.data(), saved(A.fc3), P.down_w, nullptr, N, F, C, hooks);
       zero(a.dfc1);
       zero(a.dfc2);
       ops::swiglu_backward(a.dfc1.data(), a.dfc2.data(), a.dfc3.data(), A.fc1.data(), A.fc2.data(), N * F);
-      linear_backward(li, Site::gate, a.dln.data(), a.dfc1.data(), A.ln2.data(), P.gate_w, nullptr, N, C, F, hooks);
-      linear_backward(li, Site::up, a.dln.data(), a.dfc2.data(), A.ln2.data(), P.up_w, nullptr, N, C, F, hooks);
+      linear_backward(li, Site::gate, a.dln.data(), a.dfc1.data(), saved(A.ln2), P.gate_w, nullptr, N, C, F, hooks);
+      linear_backward(li, Site::up, a.dln.data(), a.dfc2.data(), saved(A.ln2), P.up_w, nullptr, N, C, F, hooks);
     }
     norm_backward(a.dres.data(), P.ln2_w, P.ln2_b, a.dln.data(), A.res1.data(), A.ln2_mean.data(), A.ln2_rstd.data(), N);
 

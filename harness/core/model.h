@@ -137,6 +137,9 @@ class Model {
 
   // Activation bytes of the last forward (the analytic memory breakdown reads this).
   int64_t activation_bytes() const;
+  // Frees every saved activation and scratch buffer (the next forward allocates again);
+  // outputs of the last forward (final_hidden, logits) are gone afterwards.
+  void release_activations();
 
  private:
   struct LayerParams;
