@@ -29,12 +29,13 @@ int cmd_generate(const Args& args) {
       "top-p", po::value(&top_p)->default_value(1.0f), "nucleus sampling mass; 1 = off")(
       "seed", po::value(&seed)->default_value(0), "random seed")(
       "stop", po::value<std::vector<std::string>>(), "stop token (string; repeatable); the EOS token always stops")(
+      "precision", po::value<std::string>()->default_value("f32"), "f32 | bf16 (mixed-precision matmuls)")(
       "json", "print {\"text\", \"ids\", \"stop_reason\"}");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   if (vm.count("help")) {
     std::cout << "usage: tunebench generate --model DIR --prompt \"...\" [--max-new N] [--temperature T]\n"
-              << "                          [--top-k K] [--top-p P] [--seed S] [--stop TOKEN] [--json]\n\n"
+              << "                          [--top-k K] [--top-p P] [--seed S] [--stop TOKEN] [--precision f32|bf16] [--json]\n\n"
               << opts;
     return 0;
   }
@@ -46,8 +47,10 @@ int cmd_generate(const Args& args) {
   if (top_k < 0) throw InputError("--top-k must be >= 0");
   if (!(top_p > 0 && top_p <= 1)) throw InputError("--top-p must be in (0, 1]");
   const std::string dir = vm["model"].as<std::string>();
+  const Precision precision = parse_precision(vm["precision"].as<std::string>(), "--precision");
   const auto tok = Tokenizer::from_dir(dir);
   auto model = load_model(dir);
+  model->set_precision(precision);
   if (tok.vocab_size() > model->config().vocab_size)
     throw InputError(dir + ": tokenizer has " + std::to_string(tok.vocab_size()) +
                      " tokens but the model's vocab_size is " + std::to_string(model->config().vocab_size));

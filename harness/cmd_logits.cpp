@@ -39,11 +39,12 @@ int cmd_logits(const Args& args) {
   opts.add_options()("help,h", "print this help")(
       "model", po::value<std::string>(), "checkpoint directory (config.json + model.safetensors)")(
       "tokens", po::value<std::string>(), "comma-separated token ids, e.g. 1,2,3")(
+      "precision", po::value<std::string>()->default_value("f32"), "f32 | bf16 (mixed-precision matmuls)")(
       "json", "print {\"logits\": [[...], ...]}, one row per position");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   if (vm.count("help")) {
-    std::cout << "usage: tunebench logits --model DIR --tokens 1,2,3 [--json]\n\n"
+    std::cout << "usage: tunebench logits --model DIR --tokens 1,2,3 [--precision f32|bf16] [--json]\n\n"
               << "Print the logits of every position of the token sequence.\n\n" << opts;
     return 0;
   }
@@ -51,7 +52,9 @@ int cmd_logits(const Args& args) {
   if (!vm.count("model")) throw InputError("missing --model DIR");
   if (!vm.count("tokens")) throw InputError("missing --tokens");
   const auto ids = parse_token_list(vm["tokens"].as<std::string>(), "--tokens");
+  const Precision precision = parse_precision(vm["precision"].as<std::string>(), "--precision");
   auto model = load_model(vm["model"].as<std::string>());
+  model->set_precision(precision);
   const int64_t T = static_cast<int64_t>(ids.size()), V = model->config().vocab_size;
   model->forward(ids.data(), 1, T);
   std::vector<float> logits(T * V);

@@ -3,6 +3,8 @@
 // CLI maps them to exit code 2 with one line naming it.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -152,6 +154,35 @@ TEST(ModelIo, CliLogitsJsonOnCheckpointWithoutTokenizer) {
   const auto j = nlohmann::json::parse(out);
   ASSERT_EQ(j["logits"].size(), 3u);
   EXPECT_EQ(j["logits"][0].size(), 97u);
+}
+
+// `logits --precision bf16` runs the mixed-precision matmuls: close to, but not equal to,
+// fp32 on the default model; an unknown precision is a usage error naming the flag.
+TEST(ModelIo, CliLogitsInBf16) {
+  const std::string model = std::string(TB_SOURCE_DIR) + "/models/default";
+  auto run = [&](const std::string& prec) {
+    const std::string cmd = std::string(TB_CLI) + " logits --model " + model + " --tokens 5,17,96,300 --json --precision " + prec;
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    EXPECT_EQ(pclose(p), 0) << prec;
+    return nlohmann::json::parse(out)["logits"];
+  };
+  const auto f32 = run("f32"), bf16 = run("bf16");
+  ASSERT_EQ(f32.size(), bf16.size());
+  double scale = 0, err = 0;
+  for (size_t t = 0; t < f32.size(); ++t)
+    for (size_t v = 0; v < f32[t].size(); ++v) {
+      scale = std::max(scale, std::fabs(f32[t][v].get<double>()));
+      err = std::max(err, std::fabs(f32[t][v].get<double>() - bf16[t][v].get<double>()));
+    }
+  EXPECT_LE(err / scale, 2e-2);
+  EXPECT_GT(err, 0.0);
+  const std::string bad = std::string(TB_CLI) + " logits --model " + model + " --tokens 1 --precision fp16 2>/dev/null";
+  const int status = std::system(bad.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
 }
 #endif
 
