@@ -141,6 +141,7 @@ void TokenLogprobs::backward(Model& model, Hooks* hooks, const float* dlogp, con
   Param& w = lm_head_param(model);
   std::vector<float> dh(static_cast<size_t>(N * C), 0.0f);
   ops::linear_backward(dh.data(), w.grad, nullptr, dlogits.data(), hidden_.data(), w.data, N, C, V);
+  w.grad_fresh = false;  // accumulated into the model's own gradient: later writers must add
   if (dhidden)
     for (int64_t k = 0; k < N * C; ++k) dh[k] += dhidden[k];
   const int64_t Tt = model.seq_len(), Pv = model.virtual_tokens();

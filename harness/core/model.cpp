@@ -435,6 +435,8 @@ void Model::norm_backward(float* dx, const Param* w, const Param* b, const float
     ops::layernorm_backward(dx, w->grad, b->grad, dout, x, w->data, mean, rstd, N, cfg_.hidden);
   else
     ops::rmsnorm_backward(dx, w->grad, dout, x, w->data, rstd, N, cfg_.hidden);
+  w->grad_fresh = false;
+  if (b) b->grad_fresh = false;
 }
 
 Precision parse_precision(const std::string& text, const std::string& what) {
@@ -477,10 +479,11 @@ void Model::lm_head_forward(float* out, const float* x, int64_t N) const {
 void Model::lm_head_backward(float* dx, const float* dlogits, const float* x, int64_t N) const {
   if (precision_ == Precision::bf16)
     ops::linear_backward_bf16(dx, lm_head_->grad, nullptr, dlogits, x, lm_head_->bf16_data(), N,
-                              cfg_.hidden, cfg_.vocab_size);
+                              cfg_.hidden, cfg_.vocab_size, lm_head_->grad_fresh);
   else
     ops::linear_backward(dx, lm_head_->grad, nullptr, dlogits, x, lm_head_->data, N, cfg_.hidden,
-                         cfg_.vocab_size);
+                         cfg_.vocab_size, lm_head_->grad_fresh);
+  lm_head_->grad_fresh = false;
 }
 
 void Model::linear_forward(int layer, Site site, float* y, const float* x, const Param* w,
@@ -500,9 +503,11 @@ void Model::linear_backward(int layer, Site site, float* dx, const float* dy, co
   TB_CHECK(x || (!w->grad && !(hooks && hooks->has_delta(layer, site))),
            "backward needs the input of " << w->name << ", which the forward did not save");
   if (precision_ == Precision::bf16)
-    ops::linear_backward_bf16(dx, w->grad, b ? b->grad : nullptr, dy, x, w->bf16_data(), N, IC, OC);
+    ops::linear_backward_bf16(dx, w->grad, b ? b->grad : nullptr, dy, x, w->bf16_data(), N, IC, OC, w->grad_fresh);
   else
-    ops::linear_backward(dx, w->grad, b ? b->grad : nullptr, dy, x, w->data, N, IC, OC);
+    ops::linear_backward(dx, w->grad, b ? b->grad : nullptr, dy, x, w->data, N, IC, OC, w->grad_fresh);
+  w->grad_fresh = false;
+  if (b) b->grad_fresh = false;
   if (hooks && hooks->has_delta(layer, site)) hooks->delta_backward(layer, site, dx, dy, x, N, IC, OC);
 }
 
@@ -834,6 +839,8 @@ void Model::backward(const float* dfinal, Hooks* hooks) {
       for (int64_t p = 0; p < Pv_; ++p)
         for (int64_t c = 0; c < C; ++c) wpe_->grad[(Pp + p) * C + c] += drow[p * C + c];
   }
+  wte_->grad_fresh = false;
+  if (wpe_) wpe_->grad_fresh = false;
   if (Pv_ > 0 && hooks) {
     std::vector<float> dvt(B * Pv_ * C);
     for (int64_t b = 0; b < B; ++b)

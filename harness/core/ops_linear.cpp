@@ -17,13 +17,15 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
 }
 
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int64_t N, int64_t IC, int64_t OC) {
+                     const float* weight, int64_t N, int64_t IC, int64_t OC, bool dweight_overwrite) {
   dnn::MatmulAttr acc;
   acc.beta = 1.0f;
+  dnn::MatmulAttr wacc;
+  wacc.beta = dweight_overwrite ? 0.0f : 1.0f;
   // dinp (N,IC) += dout (N,OC) · weight (OC,IC)
   if (dinp) dnn::gemm(dinp, dout, weight, nullptr, N, IC, OC, false, false, acc);
   // dweight (OC,IC) += doutᵀ (OC,N) · inp (N,IC), dout read through transposed strides
-  if (dweight) dnn::gemm(dweight, dout, inp, nullptr, OC, IC, N, /*trans_a=*/true, false, acc);
+  if (dweight) dnn::gemm(dweight, dout, inp, nullptr, OC, IC, N, /*trans_a=*/true, false, wacc);
   if (dbias)
     detail::column_reduce_add(dbias, N, OC, [&](int64_t n, int64_t o) { return dout[n * OC + o]; });
 }
@@ -55,11 +57,13 @@ void linear_forward_bf16(float* out, const float* inp, const std::uint16_t* weig
 
 void linear_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout,
                           const float* inp, const std::uint16_t* weight, int64_t N, int64_t IC,
-                          int64_t OC) {
+                          int64_t OC, bool dweight_overwrite) {
   using dnn::DType;
   using dnn::View;
   dnn::MatmulAttr acc;
   acc.beta = 1.0f;
+  dnn::MatmulAttr wacc;
+  wacc.beta = dweight_overwrite ? 0.0f : 1.0f;
   if (dinp || dweight) {
     const std::uint16_t* dy = to_bf16_scratch(scratch_a, dout, N * OC);
     // dinp (N,IC) += dout (N,OC) · weight (OC,IC)
@@ -70,7 +74,7 @@ void linear_backward_bf16(float* dinp, float* dweight, float* dbias, const float
     if (dweight) {
       const std::uint16_t* x = to_bf16_scratch(scratch_b, inp, N * IC);
       dnn::matmul(dweight, View::matrix(OC, IC, false), dy, View::matrix(OC, N, true, DType::bf16), x,
-                  View::matrix(N, IC, false, DType::bf16), nullptr, acc);
+                  View::matrix(N, IC, false, DType::bf16), nullptr, wacc);
     }
   }
   if (dbias)

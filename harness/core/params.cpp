@@ -70,11 +70,13 @@ void ParamStore::allocate_grads() {
     } else {
       p.grad = nullptr;
     }
+    p.grad_fresh = p.grad != nullptr;
   }
 }
 
 void ParamStore::zero_grads() {
   if (grads_) std::memset(grads_.get(), 0, static_cast<size_t>(grad_count_) * sizeof(float));
+  for (auto& p : params_) p.grad_fresh = p.grad != nullptr;
 }
 
 void ParamStore::enable_bf16(const std::function<bool(const Param&)>& pred) {

@@ -26,6 +26,11 @@ struct Param {
   // copy is refreshed when the version it was made from is older.
   std::uint16_t* bf16 = nullptr;
   std::uint64_t version = 0;
+  // True while the gradient buffer holds the zeros of zero_grads()/allocate_grads() and
+  // nothing has been accumulated into it: the model then writes a weight gradient with
+  // beta = 0 instead of reading zeros back to add to them. Every writer of a gradient
+  // clears it; readers never depend on it (the buffer really is zero).
+  mutable bool grad_fresh = false;
   mutable std::uint64_t bf16_version = ~std::uint64_t{0};
   int64_t numel() const;
   void touch() { ++version; }

@@ -5,6 +5,8 @@
 // computed from another layer's input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -74,6 +76,43 @@ TEST(Activations, BackwardNeedingAnUnsavedInputIsAnErrorNamingTheWeight) {
     FAIL() << "backward ran without the saved input";
   } catch (const tb::Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.layers.5.mlp.down_proj.weight"), std::string::npos) << e.what();
+  }
+}
+
+// After zero_grads() the model writes each weight gradient (beta = 0) instead of adding to
+// zeros; a second backward without zero_grads() must still accumulate: exactly twice the
+// gradient of one backward, for every trainable parameter (tied embedding included).
+TEST(GradientWrites, FirstWriteOverwritesLaterWritesAccumulate) {
+  auto model = tb::load_model(kDefault);
+  const auto& cfg = model->config();
+  const int64_t B = 2, T = 16, N = B * T;
+  std::vector<int32_t> x(N), y(N);
+  for (int64_t i = 0; i < N; ++i) {
+    x[i] = static_cast<int32_t>((i * 29 + 3) % cfg.vocab_size);
+    y[i] = static_cast<int32_t>((i * 31 + 5) % cfg.vocab_size);
+  }
+  model->params().set_all_trainable(true);
+  model->params().allocate_grads();
+  auto pass = [&] {
+    model->forward(x.data(), B, T, nullptr, true);
+    model->lm_loss(y.data());
+    model->backward_lm();
+  };
+  // Garbage in the buffers first: zero_grads() must make the first write exact anyway.
+  for (auto& p : model->params().params()) std::fill(p.grad, p.grad + p.numel(), 7.0f);
+  model->params().zero_grads();
+  pass();
+  std::vector<std::vector<float>> once;
+  for (const auto& p : model->params().params()) {
+    EXPECT_FALSE(p.grad_fresh) << p.name << " was not written by backward";
+    once.emplace_back(p.grad, p.grad + p.numel());
+  }
+  pass();
+  size_t k = 0;
+  for (const auto& p : model->params().params()) {
+    const auto& g1 = once[k++];
+    for (int64_t i = 0; i < p.numel(); i += 13)
+      ASSERT_NEAR(p.grad[i], 2.0f * g1[i], 1e-5f * (1.0f + std::fabs(2.0f * g1[i]))) << p.name << "[" << i << "]";
   }
 }
 
