@@ -50,13 +50,13 @@ std::vector<OptionSpec> rlhf_options() {
       {"lora-alpha", "16", "LoRA alpha"},
       {"lora-sites", "q,k,v,o", "LoRA sites (q,k,v,o,gate,up,down, all-linear)"},
       {"pairs", "2000", "train prompts sampled for preference pairs (all of the split when it has fewer; pairs whose candidates tie are dropped)"},
-      {"eval-pairs", "64", "dev prompts and test prompts, each, sampled for held-out pairs"},
-      {"candidates", "8", "continuations sampled per prompt; the judge's best and worst form its pair"},
+      {"eval-pairs", "400", "dev prompts and test prompts, each, sampled for held-out pairs (all of a split when it has fewer)"},
+      {"candidates", "12", "continuations sampled per prompt; the judge's best and worst form its pair"},
       {"max-new", "12", "continuation length in tokens (pairs, rollouts and evaluation)"},
       {"rm-pairs", "all", "train comparisons of the reward model: all (every ranked pair of a prompt's candidates, InstructGPT style) | best-worst"},
       {"rm-margin", "1", "with --rlhf.rm-pairs all: the gold-score gap a comparison besides best-vs-worst needs"},
       {"rm-train", "full", "what the Bradley-Terry loss trains in the reward model: head | lora | full"},
-      {"rm-pool", "mean", "hidden state the reward head reads: last (the last real token) | mean"},
+      {"rm-pool", "sum", "hidden state the reward head reads: last (the last real token) | mean (over the sequence) | sum (over the continuation: a per-token reward, summed)"},
       {"rm-epochs", "4", "reward model epochs (best epoch on dev pairs)"},
       {"rm-lr", "auto", "reward model learning rate; auto = 3e-3 (head), 1e-3 (lora), 1e-4 (full)"},
       {"rm-batch", "16", "pairs per reward model step"},
@@ -210,8 +210,9 @@ class RlhfMethod final : public Method {
       rc.train = o.str("rm-train");
       rc.epochs = o.integer("rm-epochs");
       const std::string pool = o.str("rm-pool");
-      if (pool != "last" && pool != "mean") throw InputError("rlhf.rm-pool: '" + pool + "' is not last or mean");
-      rc.pool = pool == "last" ? Pool::last : Pool::mean;
+      if (pool != "last" && pool != "mean" && pool != "sum")
+        throw InputError("rlhf.rm-pool: '" + pool + "' is not last, mean or sum");
+      rc.pool = pool == "last" ? RewardPool::last : pool == "mean" ? RewardPool::mean : RewardPool::sum;
       rc.batch = o.integer("rm-batch");
       rc.clip = clip;
       rc.lr = o.str("rm-lr") == "auto" ? (rc.train == "head" ? 3e-3 : rc.train == "lora" ? 1e-3 : 1e-4) : o.number("rm-lr");

@@ -252,8 +252,34 @@ int64_t RewardModel::grad_bytes() const {
 void RewardModel::pooled(const Sequences& s, bool training, std::vector<float>& out) {
   model_->forward(s.tokens.data(), s.B, s.T, lora_.get(), training);
   activation_bytes_ = std::max(activation_bytes_, model_->activation_bytes());
-  out.assign(static_cast<size_t>(s.B * model_->config().hidden), 0.0f);
-  model_->pool(out.data(), static_cast<int>(model_->config().n_layer), cfg_.pool, s.length.data());
+  const int64_t C = model_->config().hidden;
+  out.assign(static_cast<size_t>(s.B * C), 0.0f);
+  if (cfg_.pool != RewardPool::sum) {
+    model_->pool(out.data(), static_cast<int>(model_->config().n_layer),
+                 cfg_.pool == RewardPool::mean ? Pool::mean : Pool::last, s.length.data());
+    return;
+  }
+  const float* fh = model_->final_hidden();
+  const int64_t Tt = model_->seq_len(), Pv = model_->virtual_tokens();
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = s.prompt_len[b]; t < s.length[b]; ++t) {
+      const float* row = fh + (b * Tt + Pv + t) * C;
+      float* o = out.data() + b * C;
+      for (int64_t c = 0; c < C; ++c) o[c] += row[c];
+    }
+}
+
+void RewardModel::pooled_backward(const Sequences& s, const float* dpooled, std::vector<float>& dhidden) {
+  const int64_t C = model_->config().hidden, Tt = model_->seq_len(), Pv = model_->virtual_tokens();
+  dhidden.assign(static_cast<size_t>(model_->batch() * Tt * C), 0.0f);
+  if (cfg_.pool != RewardPool::sum) {
+    model_->pool_backward(dhidden.data(), cfg_.pool == RewardPool::mean ? Pool::mean : Pool::last, s.length.data(),
+                          dpooled);
+    return;
+  }
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = s.prompt_len[b]; t < s.length[b]; ++t)
+      std::copy_n(dpooled + b * C, C, dhidden.data() + (b * Tt + Pv + t) * C);
 }
 
 std::vector<double> RewardModel::score(const Sequences& s) {
@@ -436,8 +462,8 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
       } else {
         std::vector<float> dpooled(h.size(), 0.0f);
         head_.backward(dpooled.data(), dr.data(), h.data(), B);
-        std::vector<float> dhidden(static_cast<size_t>(model_->batch() * model_->seq_len() * C), 0.0f);
-        model_->pool_backward(dhidden.data(), cfg_.pool, seq.length.data(), dpooled.data());
+        std::vector<float> dhidden;
+        pooled_backward(seq, dpooled.data(), dhidden);
         model_->backward(dhidden.data(), lora_.get());
         const int64_t tok = seq.num_tokens();
         st.tokens += tok;

@@ -81,10 +81,15 @@ void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector
 // counts pairs with r_c > r_r.
 double bradley_terry(const float* r /*(2B)*/, int64_t B, float* dr /*(2B)*/, int64_t& correct);
 
+// What the reward head reads: the last real token's final state (as TRL's sequence-
+// classification reward models), the mean over the whole sequence, or the sum over the
+// continuation's tokens — a linear head on that sum is a per-token reward summed over the
+// response (a lexicon judge such as AFINN is a sum of per-word scores).
+enum class RewardPool { last, mean, sum };
+
 struct RewardConfig {
   std::string train = "head";  // head | lora | full: what the Bradley–Terry loss trains
-  Pool pool = Pool::last;      // the state the head reads: the last real token's (as TRL's
-                               // sequence-classification reward models) or the mean
+  RewardPool pool = RewardPool::last;
   double lr = 1e-3;
   int64_t epochs = 4;
   int64_t batch = 16;
@@ -103,7 +108,7 @@ struct RewardFitStats {
 };
 
 // The base LM plus a scalar head on the final hidden state of the last real token (or, by
-// option, the mean over the sequence's real tokens).
+// option, the mean over the sequence's real tokens, or the sum over the continuation's).
 class RewardModel {
  public:
   // `base` holds frozen weights: head and lora read it, full trains a copy of it.
@@ -129,6 +134,8 @@ class RewardModel {
  private:
   std::vector<ParamStore*> trainable_stores();
   void pooled(const Sequences& s, bool training, std::vector<float>& out /*(B,C)*/);
+  // Backward of pooled(): dhidden (batch, seq_len, C) over the final hidden states.
+  void pooled_backward(const Sequences& s, const float* dpooled /*(B,C)*/, std::vector<float>& dhidden);
   // Pooled last-token states of a frozen body: every chosen row, then every rejected row (2N,C).
   std::vector<float> features(const std::vector<PreferencePair>& pairs);
 

@@ -350,6 +350,24 @@ TEST(RlhfRewardModel, LearnsAToyPreferenceToHeldOutAccuracy) {
   EXPECT_THROW(RewardModel(*m, bogus), InputError);
 }
 
+TEST(RlhfRewardModel, ASummedPerTokenRewardLearnsTheToyPreference) {
+  auto m = toy_model(4);
+  RewardConfig rc;
+  rc.train = "lora";
+  rc.pool = RewardPool::sum;
+  rc.lr = 3e-3;
+  rc.epochs = 6;
+  rc.lora.rank = 4;
+  rc.lora.dropout = 0.0;
+  rc.lora.sites = {"q", "k", "v", "o"};
+  RewardModel rm(*m, rc);
+  const auto test = toy_pairs(64, 3);
+  EXPECT_NEAR(rm.accuracy(test), 0.5, 0.3);
+  const auto st = rm.fit(toy_pairs(128, 1), toy_pairs(32, 2));
+  EXPECT_LT(st.train_loss.back(), st.train_loss.front());
+  EXPECT_GE(rm.accuracy(test), 0.9);
+}
+
 // ---- sentiment-steer with a tiny tokenizer and model -------------------------------------
 
 struct SteerFixture {
