@@ -29,8 +29,10 @@ mkdir -p "$out"
 status=0
 "$cli" run --suite suites/default.ini --out "$out" --resume || status=$?
 if [[ -f "$out/summary.md" ]]; then
+  # The report reads every record, failed runs included (shown as failed).
+  "$cli" report "$out" || status=$?
   echo
   echo "records: $(cd "$out" && pwd)"
-  echo "summary: $(cd "$out" && pwd)/summary.md (and summary.csv)"
+  echo "report:  $(cd "$out" && pwd)/report.html (and report.md, summary.csv)"
 fi
 exit $status
