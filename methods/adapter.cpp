@@ -145,7 +145,7 @@ void AdapterHooks::after_backward(int layer, Sublayer s, float* dh, int64_t N, i
 
 namespace {
 
-class AdapterMethod final : public Method {
+class AdapterMethod final : public HookedMethod<AdapterHooks> {
  public:
   void prepare(RunContext& ctx) override {
     const auto cfg = TrainConfig::from(ctx.options);
@@ -158,33 +158,12 @@ class AdapterMethod final : public Method {
     ctx.model.params().set_all_trainable(false);
     ctx.model.params().allocate_grads();
     hooks_ = std::make_unique<AdapterHooks>(ctx.model.config(), ac);
-    trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{hooks_.get(), {&hooks_->store()}});
-    trainer_->fit();
+    train(ctx, cfg);
     ctx.meter.memory["activations"] += hooks_->peak_saved_bytes();
     ctx.meter.details["adapter_kind"] = o.str("kind");
     ctx.meter.details["adapter_size"] = ac.size;
   }
 
-  std::vector<Prediction> predict(RunContext&, const std::vector<tasks::Example>& examples) override {
-    return trainer_->predict(examples);
-  }
-
-  int64_t trainable_params() const override {
-    return count_trainable({&hooks_->store()}) + trainer_->head_params();
-  }
-
-  int64_t save_adaptation(const std::filesystem::path& dir) const override {
-    std::vector<const ParamStore*> stores = {&hooks_->store()};
-    if (trainer_->head()) stores.push_back(&trainer_->head()->store());
-    return save_trainable(dir, stores);
-  }
-
-  // The base weights are untouched; the adapted model is the base with the adapters.
-  Hooks* lm_hooks() override { return hooks_.get(); }
-
- private:
-  std::unique_ptr<AdapterHooks> hooks_;
-  std::unique_ptr<ClassificationTrainer> trainer_;
 };
 
 }  // namespace

@@ -294,7 +294,7 @@ void LoraHooks::merge_into(Model& model) {
 
 namespace {
 
-class LoraMethod final : public Method {
+class LoraMethod final : public HookedMethod<LoraHooks> {
  public:
   void prepare(RunContext& ctx) override {
     const auto cfg = TrainConfig::from(ctx.options);
@@ -317,8 +317,7 @@ class LoraMethod final : public Method {
     ctx.model.params().set_all_trainable(false);
     ctx.model.params().allocate_grads();
     hooks_ = std::make_unique<LoraHooks>(ctx.model.config(), lc);
-    trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{hooks_.get(), {&hooks_->store()}});
-    trainer_->fit();
+    train(ctx, cfg);
     ctx.meter.memory["activations"] += hooks_->peak_saved_bytes();
     ctx.meter.details["lora_sites"] = hooks_->num_sites();
     ctx.meter.details["lora_scale"] = hooks_->scale();
@@ -330,27 +329,9 @@ class LoraMethod final : public Method {
     ctx.meter.details["merged"] = hooks_->merged();
   }
 
-  std::vector<Prediction> predict(RunContext&, const std::vector<tasks::Example>& examples) override {
-    return trainer_->predict(examples);
-  }
-
-  int64_t trainable_params() const override {
-    return count_trainable({&hooks_->store()}) + trainer_->head_params();
-  }
-
-  int64_t save_adaptation(const std::filesystem::path& dir) const override {
-    std::vector<const ParamStore*> stores = {&hooks_->store()};
-    if (trainer_->head()) stores.push_back(&trainer_->head()->store());
-    return save_trainable(dir, stores);
-  }
-
   // Merged, the base weights are the adapted model; unmerged, the hooks are.
   Hooks* lm_hooks() override { return hooks_ && !hooks_->merged() ? hooks_.get() : nullptr; }
   bool changes_base() const override { return hooks_ && hooks_->merged(); }
-
- private:
-  std::unique_ptr<LoraHooks> hooks_;
-  std::unique_ptr<ClassificationTrainer> trainer_;
 };
 
 }  // namespace

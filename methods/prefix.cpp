@@ -234,16 +234,13 @@ void PrefixHooks::prefix_backward(int layer, const float* dpk, const float* dpv,
 
 namespace {
 
-class PrefixMethod final : public Method {
+class PrefixMethod final : public HookedMethod<PrefixHooks> {
  public:
   void prepare(RunContext& ctx) override {
     const auto cfg = TrainConfig::from(ctx.options);
     const auto& mc = ctx.model.config();
     const int64_t P = ctx.options.integer("tokens");
-    if (P < 1 || P >= mc.max_positions)
-      throw InputError("--prefix.tokens must be in 1.." + std::to_string(mc.max_positions - 1) +
-                       " (the model's context is " + std::to_string(mc.max_positions) + "), got " +
-                       std::to_string(P));
+    check_virtual_positions(P, mc, "--prefix.tokens");
     const bool reparam = ctx.options.flag("reparam");
     const int64_t hidden = ctx.options.integer("hidden");
     if (reparam && hidden < 1)
@@ -259,8 +256,7 @@ class PrefixMethod final : public Method {
     } else if (init != "random") {
       throw InputError("--prefix.init must be random or text, got '" + init + "'");
     }
-    trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{hooks_.get(), {&hooks_->store()}});
-    trainer_->fit();
+    train(ctx, cfg);
     // What trained (prefix or embedding + MLP) and what is stored and used for inference
     // once the MLP has produced the prefix and been dropped.
     trained_ = count_trainable({&hooks_->store()});
@@ -272,26 +268,12 @@ class PrefixMethod final : public Method {
     ctx.meter.details["stored_params"] = hooks_->stored_params() + trainer_->head_params();
   }
 
-  std::vector<Prediction> predict(RunContext&, const std::vector<tasks::Example>& examples) override {
-    return trainer_->predict(examples);
-  }
-
   // Counts what trained, the MLP included (details.stored_params has the stored count).
   int64_t trainable_params() const override { return trained_ + trainer_->head_params(); }
 
-  // The prefix tensors after the MLP (PEFT layout (P, L·2·NKV·hs)) and the head.
-  int64_t save_adaptation(const std::filesystem::path& dir) const override {
-    std::vector<const ParamStore*> stores = {&hooks_->store()};
-    if (trainer_->head()) stores.push_back(&trainer_->head()->store());
-    return save_trainable(dir, stores);
-  }
-
-  // The base weights are untouched; the adapted model is the base with the prefix.
-  Hooks* lm_hooks() override { return hooks_.get(); }
+  // save_adaptation stores the prefix tensors after the MLP (PEFT layout (P, L·2·NKV·hs)).
 
  private:
-  std::unique_ptr<PrefixHooks> hooks_;
-  std::unique_ptr<ClassificationTrainer> trainer_;
   int64_t trained_ = 0;
 };
 

@@ -78,16 +78,13 @@ void SoftPromptHooks::virtual_tokens_backward(const float* dout, int64_t B, int6
 
 namespace {
 
-class SoftPromptMethod final : public Method {
+class SoftPromptMethod final : public HookedMethod<SoftPromptHooks> {
  public:
   void prepare(RunContext& ctx) override {
     const auto cfg = TrainConfig::from(ctx.options);
     const auto& mc = ctx.model.config();
     const int64_t P = ctx.options.integer("tokens");
-    if (P < 1 || P >= mc.max_positions)
-      throw InputError("--softprompt.tokens must be in 1.." + std::to_string(mc.max_positions - 1) +
-                       " (the model's context is " + std::to_string(mc.max_positions) + "), got " +
-                       std::to_string(P));
+    check_virtual_positions(P, mc, "--softprompt.tokens");
     ctx.model.params().set_all_trainable(false);
     ctx.model.params().allocate_grads();
     hooks_ = std::make_unique<SoftPromptHooks>(P, mc.hidden);
@@ -103,32 +100,11 @@ class SoftPromptMethod final : public Method {
     } else {
       throw InputError("--softprompt.init must be vocab or text, got '" + init + "'");
     }
-    trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{hooks_.get(), {&hooks_->store()}});
-    trainer_->fit();
+    train(ctx, cfg);
     ctx.meter.details["virtual_tokens"] = P;
     ctx.meter.details["init"] = init;
   }
 
-  std::vector<Prediction> predict(RunContext&, const std::vector<tasks::Example>& examples) override {
-    return trainer_->predict(examples);
-  }
-
-  int64_t trainable_params() const override {
-    return count_trainable({&hooks_->store()}) + trainer_->head_params();
-  }
-
-  int64_t save_adaptation(const std::filesystem::path& dir) const override {
-    std::vector<const ParamStore*> stores = {&hooks_->store()};
-    if (trainer_->head()) stores.push_back(&trainer_->head()->store());
-    return save_trainable(dir, stores);
-  }
-
-  // The base weights are untouched; the adapted model is the base with the prompt.
-  Hooks* lm_hooks() override { return hooks_.get(); }
-
- private:
-  std::unique_ptr<SoftPromptHooks> hooks_;
-  std::unique_ptr<ClassificationTrainer> trainer_;
 };
 
 }  // namespace

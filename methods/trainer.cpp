@@ -108,6 +108,12 @@ void ClassifierHead::backward(float* dpooled, const float* dlogits, const float*
 
 // ---- helpers ---------------------------------------------------------------------------
 
+void check_virtual_positions(int64_t P, const ModelConfig& mc, const std::string& flag) {
+  if (P < 1 || P >= mc.max_positions)
+    throw InputError(flag + " must be in 1.." + std::to_string(mc.max_positions - 1) + " (the model's context is " +
+                     std::to_string(mc.max_positions) + "), got " + std::to_string(P));
+}
+
 int64_t count_trainable(const std::vector<const ParamStore*>& stores) {
   int64_t n = 0;
   for (const auto* s : stores) n += s->num_trainable();

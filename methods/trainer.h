@@ -10,10 +10,12 @@
 //    rendered prompt, trained with cross-entropy over the candidates' summed log-probs.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "harness/core/model.h"
 #include "harness/core/optimizer.h"
 #include "harness/core/params.h"
 #include "methods/method.h"
@@ -112,5 +114,38 @@ int64_t count_trainable(const std::vector<const ParamStore*>& stores);
 // Saves every trainable parameter of the stores (and the model's trainable base params when
 // include_base) as one safetensors file dir/adaptation.safetensors; returns its size.
 int64_t save_trainable(const std::filesystem::path& dir, const std::vector<const ParamStore*>& stores);
+
+// The number of virtual positions (soft prompt, prefix) a model can take: 1..context-1, or
+// an InputError naming `flag`.
+void check_virtual_positions(int64_t P, const ModelConfig& mc, const std::string& flag);
+
+// A parameter-efficient method: hooks H owning the trainable store, trained (with the
+// optional head) by ClassificationTrainer. Subclasses build hooks_ in prepare() and call
+// train(); prediction, parameter counts, the saved adaptation and the LM hooks for the
+// forgetting measure are the same for all of them.
+template <class H>
+class HookedMethod : public Method {
+ public:
+  std::vector<Prediction> predict(RunContext&, const std::vector<tasks::Example>& examples) override {
+    return trainer_->predict(examples);
+  }
+  int64_t trainable_params() const override { return count_trainable({&hooks_->store()}) + trainer_->head_params(); }
+  // The hooks' tensors and the head, as one safetensors file.
+  int64_t save_adaptation(const std::filesystem::path& dir) const override {
+    std::vector<const ParamStore*> stores = {&hooks_->store()};
+    if (trainer_->head()) stores.push_back(&trainer_->head()->store());
+    return save_trainable(dir, stores);
+  }
+  // The base weights are untouched; the adapted model is the base with the hooks.
+  Hooks* lm_hooks() override { return hooks_.get(); }
+
+ protected:
+  void train(RunContext& ctx, const TrainConfig& cfg) {
+    trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{hooks_.get(), {&hooks_->store()}});
+    trainer_->fit();
+  }
+  std::unique_ptr<H> hooks_;
+  std::unique_ptr<ClassificationTrainer> trainer_;
+};
 
 }  // namespace tb::methods
