@@ -1,32 +1,42 @@
 # Thin wrapper: install what is missing, build, run the default suite, run the tests.
-# The real work lives in scripts/deps.sh, CMakeLists.txt and the tunebench CLI.
+# On a machine without make, `./tb TARGET` installs make (and everything else) first.
+# The real work lives in scripts/deps.sh, CMakeLists.txt and the tunebench CLI; each step
+# prints "== step  N s" (scripts/phase.sh) so a long run shows where its time went.
 JOBS  ?= $(shell nproc)
 BUILD ?= build
 ASAN  ?= build-asan
 OUT   ?= results/default
+# The ISA the capped test leg limits oneDNN to: what every supported CPU has.
+CAP_ISA ?= AVX2
+PHASE := bash scripts/phase.sh
 
-.PHONY: deps build run test test-asan bench integration clean
+.PHONY: deps build run test test-release test-isa test-asan bench integration clean
 
 deps:
-	bash scripts/deps.sh
+	@$(PHASE) deps bash scripts/deps.sh
 
 build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
-	cmake --build $(BUILD) -j $(JOBS)
+	@$(PHASE) "build (Release)" sh -c 'cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build $(BUILD) -j $(JOBS)'
 
 run: build
-	bash scripts/run_default.sh $(BUILD) $(OUT)
+	@$(PHASE) "default suite + report" bash scripts/run_default.sh $(BUILD) $(OUT)
 
-# Whole suite in Release, then the core tests again under ASan + UBSan.
+# The whole suite in Release; the model and core tests again with oneDNN capped at AVX2 (so a
+# test that would fail on an AVX2-only CPU fails here on any CPU); then the core tests again
+# under ASan + UBSan.
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
-	$(MAKE) test-asan
+	@$(MAKE) --no-print-directory test-release test-isa test-asan
+
+test-release:
+	@$(PHASE) "ctest (Release)" ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+test-isa:
+	@$(PHASE) "ctest (oneDNN capped: $(CAP_ISA))" bash scripts/test_isa_capped.sh $(BUILD) $(CAP_ISA) $(JOBS)
 
 test-asan: deps
-	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=ON
-	cmake --build $(ASAN) -j $(JOBS)
-	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS)
+	@$(PHASE) "build (ASan+UBSan)" sh -c 'cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=ON >/dev/null && cmake --build $(ASAN) -j $(JOBS)'
+	@ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(PHASE) "ctest (ASan+UBSan)" ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS)
 
 # Quality targets on the default model that take minutes (not part of `make test`).
 integration: build

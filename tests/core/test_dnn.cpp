@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -237,3 +239,15 @@ TEST(Dnn, InfoNamesVersionAndIsa) {
 }
 
 }  // namespace
+
+// The capability query (dnn::info(), which the CLI and every bf16 test consult) reports
+// oneDNN's *effective* ISA, so ONEDNN_MAX_CPU_ISA caps it: the ISA-capped test leg
+// (scripts/test_isa_capped.sh) then runs what an AVX2-only CPU runs. Outside that leg the
+// environment sets no cap and there is nothing to check.
+TEST(Dnn, HonoursIsaCap) {
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (!cap || std::string(cap) != "AVX2") GTEST_SKIP() << "ONEDNN_MAX_CPU_ISA is not AVX2 (set by the capped test leg)";
+  const auto info = tb::dnn::info();
+  EXPECT_TRUE(info.isa == "avx2" || info.isa == "avx" || info.isa == "sse41") << info.isa;
+  EXPECT_FALSE(info.bf16_supported) << info.isa;
+}
