@@ -30,9 +30,10 @@
 # one untimed call, then the best of 3) gives PyTorch's own GFLOP/s, so bench/side_by_side.sh
 # can refuse a comparison against a PyTorch whose matmuls run far below tunebench's on the same
 # shape (the reference BLAS, a BLAS pool of the wrong size). --matmul-only stops after it.
-# Dispatch: machine.blas_runtime records what the BLAS actually loaded (library, OpenBLAS
-# coretype, threads: threadpoolctl when installed, else /proc/self/maps and
-# openblas_get_corename through ctypes); machine.onednn what PyTorch's oneDNN (mkldnn)
+# Dispatch: machine.blas_runtime records the BLAS that computes (the library torch's sgemm_
+# resolves to, by dladdr: with libblas3 selected, OpenBLAS can still be mapped through
+# liblapack.so.3 while the reference BLAS does the work) and, for OpenBLAS, its coretype and
+# threads (threadpoolctl when installed, else openblas_get_corename through ctypes); machine.onednn what PyTorch's oneDNN (mkldnn)
 # dispatched to (its verbose ISA line and the convolution kernel of a probe run in a child
 # process with the same environment); machine.aten_cpu_capability the vector ISA of ATen's own
 # kernels; machine.isa_cap the cap variables in force (null = unset) and --isa-cap's label.
@@ -314,8 +315,45 @@ def blas_library():
         return []
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def sgemm_provider():
+    """The library whose sgemm_ torch's fp32 matmuls call: sgemm_ looked up from libtorch_cpu
+    (its dependencies in load order, as the dynamic linker bound it), then dladdr. Several
+    BLAS can be mapped at once (libblas.so.3 from libblas3 and OpenBLAS's liblapack.so.3,
+    which pulls in libopenblas): only this says which one computes."""
+    try:
+        with open("/proc/self/maps") as f:
+            torch_cpu = next((line.split()[-1] for line in f if "libtorch_cpu.so" in line), None)
+        if torch_cpu is None:
+            return None
+        fn = ctypes.CDLL(torch_cpu).sgemm_
+        info = _DlInfo()
+        libc = ctypes.CDLL("libc.so.6")
+        libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        if libc.dladdr(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(info)) and info.dli_fname:
+            return os.path.realpath(info.dli_fname.decode())
+    except (OSError, AttributeError, StopIteration):
+        pass
+    return None
+
+
 def blas_runtime(libs):
     """What the loaded BLAS dispatched to: library, implementation, OpenBLAS coretype, threads."""
+    provider = sgemm_provider()
+    if provider is not None and "/blas/libblas.so" in provider:
+        return {"source": "dladdr(sgemm_)", "library": provider,
+                "implementation": "reference (libblas3)", "version": None, "coretype": None,
+                "threads": 1, "sgemm_from": provider}
+    info = blas_pool(libs)
+    info["sgemm_from"] = provider
+    return info
+
+
+def blas_pool(libs):
     try:
         import threadpoolctl
         for info in threadpoolctl.threadpool_info():
