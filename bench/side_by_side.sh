@@ -91,7 +91,9 @@ leg_settings() {
     *) die "ISA: unknown leg '$1' (native, avx2, avx512_core, avx512_core_bf16)" ;;
   esac
 }
+[ -n "${legs// /}" ] || die "ISA is empty (native, avx2, avx512_core, avx512_core_bf16)"
 for leg in $legs; do
+  leg_settings "$leg" >/dev/null  # an unknown leg exits here, not in a subshell
   IFS='|' read -r _ _ _ needs _ <<<"$(leg_settings "$leg")"
   # shellcheck disable=SC2086
   has $needs || die "ISA=$leg needs CPU flags '$needs' that this CPU lacks"
