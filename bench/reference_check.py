@@ -9,12 +9,12 @@
 #   so no speed-up is printed against a crippled reference. Otherwise it prints the figures it
 #   judged by and exits 0. --json writes the verdict and both figures either way.
 #
-#   Why 0.25: a BLAS that is fit to be the reference runs an fp32 matmul within ~2x of oneDNN
-#   on the same cores (issue 22: OpenBLAS 124.6 GFLOP/s at 1024^3 on 2 AVX2 cores; the README's
-#   side-by-side records the ratio of each run). The reference BLAS (libblas3) runs at 1-3 % of
-#   it (2.8 against 124.6 GFLOP/s, 44x), and one thread of N at 1/N. 0.25 leaves a further 2x
-#   for a loaded machine (both figures are measured a few seconds apart, so load that lands on
-#   one side only moves their ratio) and still sits ~10x above the reference BLAS.
+#   Why 0.25: OpenBLAS ran its fp32 1024^3 matmul at 0.84-1.28 of tunebench's peak on the same
+#   2 cores (AMD EPYC, native and AVX2-capped, loaded machine; README "Performance"); the
+#   reference BLAS (libblas3) at 2-4 % (issue 22: 2.8 against OpenBLAS's 124.6 GFLOP/s; 1.9
+#   against tunebench's 48.0 here), and one thread of N at 1/N. 0.25 leaves OpenBLAS 3x of room
+#   for load (both figures are measured seconds apart, so load that lands on one side only moves
+#   their ratio) and sits 6x above the reference BLAS.
 #
 # cap: writes the ISA cap in force (the variables bench/side_by_side.sh set or unset, null =
 #   unset; what the caller's environment had before, from SBS_INHERITED_<NAME>, "" = unset)
