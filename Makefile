@@ -47,3 +47,10 @@ bench: build
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
+
+# PyTorch beside tunebench per ISA leg (ISA="native avx2"; see bench/side_by_side.sh), after
+# installing the reference as it is meant to be: python3-torch on OpenBLAS, not libblas3.
+.PHONY: side-by-side
+side-by-side: build
+	bash bench/install_reference.sh
+	bench/side_by_side.sh $(BUILD) results/side-by-side

@@ -26,16 +26,32 @@
 # OMP_WAIT_POLICY=PASSIVE unless the environment sets it (see below); OpenBLAS (fp32 matmuls
 # of Debian's torch) keeps its own pool, sized by --blas-threads or OPENBLAS_NUM_THREADS.
 #
+# fp32 matmul: before the cases, one n x n x n fp32 torch.matmul (--matmul-size, default 1024;
+# one untimed call, then the best of 3) gives PyTorch's own GFLOP/s, so bench/side_by_side.sh
+# can refuse a comparison against a PyTorch whose matmuls run far below tunebench's on the same
+# shape (the reference BLAS, a BLAS pool of the wrong size). --matmul-only stops after it.
+# Dispatch: machine.blas_runtime records the BLAS that computes (the library torch's sgemm_
+# resolves to, by dladdr: with libblas3 selected, OpenBLAS can still be mapped through
+# liblapack.so.3 while the reference BLAS does the work) and, for OpenBLAS, its coretype and
+# threads (threadpoolctl when installed, else openblas_get_corename through ctypes); machine.onednn what PyTorch's oneDNN (mkldnn)
+# dispatched to (its verbose ISA line and the convolution kernel of a probe run in a child
+# process with the same environment); machine.aten_cpu_capability the vector ISA of ATen's own
+# kernels; machine.isa_cap the cap variables in force (null = unset) and --isa-cap's label.
+#
 # Usage: /usr/bin/python3 bench/pytorch_reference.py [--shapes small,124m]
 #          [--cases full,lora,head,infer] [--precisions f32,bf16] [--steps N] [--warmup N]
-#          [--threads N] [--blas-threads N] [--json FILE]
+#          [--threads N] [--blas-threads N] [--matmul-size N] [--matmul-only]
+#          [--isa-cap LABEL] [--json FILE]
 # Exits 0 with a message when torch is not installed: the comparison is optional.
 
 import argparse
+import ctypes
 import json
 import math
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 
@@ -78,14 +94,22 @@ def parse_args():
     ap.add_argument("--blas-threads", type=int,
                     help="OpenBLAS pool size (sets OPENBLAS_NUM_THREADS before torch loads); "
                          "default: the environment's, else OpenBLAS's own (all cores)")
+    ap.add_argument("--matmul-size", type=int, default=1024,
+                    help="n of the n x n x n fp32 matmul timed first (GFLOP/s in machine.matmul)")
+    ap.add_argument("--matmul-only", action="store_true",
+                    help="measure the fp32 matmul and the dispatch, run no case")
+    ap.add_argument("--isa-cap", default="native",
+                    help="label of the ISA cap the caller set (recorded in machine.isa_cap)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     args.shapes = parse_list(args.shapes, list(SHAPES), "shapes")
     args.cases = parse_list(args.cases, CASES, "cases")
     args.precisions = parse_list(args.precisions, PRECISIONS, "precisions")
     if (args.steps < 1 or args.warmup < 0 or args.threads < 1
-            or (args.blas_threads is not None and args.blas_threads < 1)):
-        usage_error("--steps, --threads and --blas-threads must be >= 1, --warmup >= 0")
+            or (args.blas_threads is not None and args.blas_threads < 1)
+            or args.matmul_size < 16):
+        usage_error("--steps, --threads and --blas-threads must be >= 1, --warmup >= 0, "
+                    "--matmul-size >= 16")
     return args
 
 
@@ -291,7 +315,132 @@ def blas_library():
         return []
 
 
-def machine_info(threads):
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def sgemm_provider():
+    """The library whose sgemm_ torch's fp32 matmuls call: sgemm_ looked up from libtorch_cpu
+    (its dependencies in load order, as the dynamic linker bound it), then dladdr. Several
+    BLAS can be mapped at once (libblas.so.3 from libblas3 and OpenBLAS's liblapack.so.3,
+    which pulls in libopenblas): only this says which one computes."""
+    try:
+        with open("/proc/self/maps") as f:
+            torch_cpu = next((line.split()[-1] for line in f if "libtorch_cpu.so" in line), None)
+        if torch_cpu is None:
+            return None
+        fn = ctypes.CDLL(torch_cpu).sgemm_
+        info = _DlInfo()
+        libc = ctypes.CDLL("libc.so.6")
+        libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        if libc.dladdr(ctypes.cast(fn, ctypes.c_void_p), ctypes.byref(info)) and info.dli_fname:
+            return os.path.realpath(info.dli_fname.decode())
+    except (OSError, AttributeError, StopIteration):
+        pass
+    return None
+
+
+def blas_runtime(libs):
+    """What the loaded BLAS dispatched to: library, implementation, OpenBLAS coretype, threads."""
+    provider = sgemm_provider()
+    if provider is not None and "/blas/libblas.so" in provider:
+        return {"source": "dladdr(sgemm_)", "library": provider,
+                "implementation": "reference (libblas3)", "version": None, "coretype": None,
+                "threads": 1, "sgemm_from": provider}
+    info = blas_pool(libs)
+    info["sgemm_from"] = provider
+    return info
+
+
+def blas_pool(libs):
+    try:
+        import threadpoolctl
+        for info in threadpoolctl.threadpool_info():
+            if info.get("user_api") == "blas":
+                return {"source": "threadpoolctl", "library": os.path.realpath(info["filepath"]),
+                        "implementation": info.get("internal_api"),
+                        "version": info.get("version"),
+                        "coretype": info.get("architecture"),
+                        "threads": info.get("num_threads")}
+    except ImportError:
+        pass
+    # No threadpoolctl (or it found no BLAS): ask each mapped library for OpenBLAS's entry points.
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if hasattr(lib, "openblas_get_corename"):
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            threads = None
+            if hasattr(lib, "openblas_get_num_threads"):
+                threads = lib.openblas_get_num_threads()
+            return {"source": "ctypes", "library": path, "implementation": "openblas",
+                    "version": None, "coretype": lib.openblas_get_corename().decode(),
+                    "threads": threads}
+    reference = any("/blas/libblas.so" in p for p in libs)
+    return {"source": "/proc/self/maps", "library": libs[0] if libs else None,
+            "implementation": "reference (libblas3)" if reference else None,
+            "version": None, "coretype": None, "threads": 1 if reference else None}
+
+
+# A child process with this process's environment runs a convolution that PyTorch hands to
+# oneDNN, with oneDNN's verbose output on: its "isa:" line is the ISA oneDNN chose after any
+# cap, and the kernel name (e.g. jit:avx512_core) what it dispatched.
+ONEDNN_PROBE = """
+import torch
+torch.set_num_threads(1)
+torch.nn.functional.conv2d(torch.randn(32, 16, 14, 14), torch.randn(16, 16, 3, 3))
+"""
+
+
+def onednn_dispatch():
+    if not torch.backends.mkldnn.is_available():
+        return {"available": False, "isa": None, "convolution_kernel": None}
+    env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
+    try:
+        out = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], env=env, capture_output=True,
+                             text=True, timeout=120).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"available": True, "isa": None, "convolution_kernel": None,
+                "error": f"probe failed: {e}"}
+    isa = re.search(r"^(?:onednn|dnnl)_verbose,info,cpu,isa:(.*)$", out, re.M)
+    conv = re.search(r"^(?:onednn|dnnl)_verbose,exec,cpu,convolution,([^,]+),", out, re.M)
+    version = re.search(r"^(?:onednn|dnnl)_verbose,info,oneDNN (v[^ ]+)", out, re.M)
+    return {"available": True, "version": version.group(1) if version else None,
+            "isa": isa.group(1).strip() if isa else None,
+            "convolution_kernel": conv.group(1) if conv else None}
+
+
+def aten_cpu_capability():
+    # torch >= 2 has torch.backends.cpu.get_cpu_capability(); 1.13 prints it in its config.
+    backends_cpu = getattr(torch.backends, "cpu", None)
+    if backends_cpu is not None and hasattr(backends_cpu, "get_cpu_capability"):
+        return backends_cpu.get_cpu_capability()
+    m = re.search(r"CPU capability usage: (\S+)", torch.__config__.show())
+    return m.group(1) if m else None
+
+
+CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OPENBLAS_CORETYPE",
+                 "OPENBLAS_L2_SIZE", "ATEN_CPU_CAPABILITY")
+
+
+def matmul_gflops(n):
+    """PyTorch's own fp32 n x n x n matmul: one untimed call, then the best of 3."""
+    torch.manual_seed(0)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return {"n": n, "gflop_per_s": 2.0 * n ** 3 / best / 1e9, "best_seconds": best, "reps": 3}
+
+
+def machine_info(threads, isa_cap):
+    libs = blas_library()
     cpu, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -311,8 +460,13 @@ def machine_info(threads):
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
-        "blas": blas_library(),
+        "blas": libs,
+        "blas_runtime": blas_runtime(libs),
         "mkldnn": torch.backends.mkldnn.is_available(),
+        "onednn": onednn_dispatch(),
+        "aten_cpu_capability": aten_cpu_capability(),
+        "isa_cap": {"requested": isa_cap,
+                    "env": {k: os.environ.get(k) for k in CAP_VARIABLES}},
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                            "DNNL_MAX_CPU_ISA") if k in os.environ},
@@ -321,10 +475,22 @@ def machine_info(threads):
 
 def main():
     torch.set_num_threads(args.threads)
-    machine = machine_info(args.threads)
+    machine = machine_info(args.threads, args.isa_cap)
+    br, dn = machine["blas_runtime"], machine["onednn"]
     print(f"torch {machine['torch']}, {args.threads} threads, BLAS "
-          f"{', '.join(machine['blas']) or 'unknown'}, CPU {machine['cpu']} "
-          f"({' '.join(machine['cpu_flags'])})")
+          f"{br['library'] or 'unknown'} ({br['implementation'] or 'unknown'}, coretype "
+          f"{br['coretype'] or 'n/a'}, {br['threads'] or '?'} threads), oneDNN ISA "
+          f"{dn['isa'] or 'unknown'}, ATen {machine['aten_cpu_capability'] or 'unknown'}, "
+          f"cap {args.isa_cap}, CPU {machine['cpu']} ({' '.join(machine['cpu_flags'])})")
+    machine["matmul"] = matmul_gflops(args.matmul_size)
+    print(f"fp32 matmul {args.matmul_size}^3: {machine['matmul']['gflop_per_s']:.1f} GFLOP/s",
+          flush=True)
+    if args.matmul_only:
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"machine": machine, "cases": []}, f, indent=2)
+                f.write("\n")
+        return
     print(f"{'shape':6} {'case':6} {'prec':5} {'tokens/s':>10} {'seconds':>8} {'steps':>5}")
     rows = []
     for shape in args.shapes:
