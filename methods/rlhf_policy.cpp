@@ -164,23 +164,16 @@ std::vector<double> TokenLogprobs::sums() const {
 
 // ---- training helpers ------------------------------------------------------------------
 
-std::vector<std::vector<float>> snapshot_trainable(const std::vector<ParamStore*>& stores) {
-  std::vector<std::vector<float>> snap;
-  for (auto* st : stores)
-    for (auto& p : st->params())
-      if (p.trainable) snap.emplace_back(p.data, p.data + p.numel());
+std::vector<ParamSnapshot> snapshot_trainable(const std::vector<ParamStore*>& stores) {
+  std::vector<ParamSnapshot> snap;
+  for (auto* st : stores) snap.push_back(st->snapshot_trainable());
   return snap;
 }
 
-void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<std::vector<float>>& snap) {
-  size_t k = 0;
-  for (auto* st : stores)
-    for (auto& p : st->params())
-      if (p.trainable) {
-        TB_CHECK(k < snap.size() && static_cast<int64_t>(snap[k].size()) == p.numel(), "snapshot mismatch at " << p.name);
-        std::copy(snap[k].begin(), snap[k].end(), p.data);
-        ++k;
-      }
+void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<ParamSnapshot>& snap) {
+  if (snap.empty()) return;
+  TB_CHECK(snap.size() == stores.size(), "snapshot of another set of stores");
+  for (size_t i = 0; i < stores.size(); ++i) stores[i]->restore(snap[i]);
 }
 
 double bradley_terry(const float* r, int64_t B, float* dr, int64_t& correct) {
@@ -410,7 +403,7 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
   std::iota(order.begin(), order.end(), size_t{0});
   std::mt19937_64 rng(cfg_.seed ^ 0xb7ull);
   double best = -1.0;
-  std::vector<std::vector<float>> best_weights;
+  std::vector<ParamSnapshot> best_weights;
   int64_t step = 0;
   const double P = static_cast<double>(model_->params().num_params());
   const double trainable_body = static_cast<double>(model_->params().num_trainable());

@@ -73,8 +73,10 @@ class TokenLogprobs {
 };
 
 // Stores' trainable values, for best-epoch selection.
-std::vector<std::vector<float>> snapshot_trainable(const std::vector<ParamStore*>& stores);
-void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<std::vector<float>>& snap);
+std::vector<ParamSnapshot> snapshot_trainable(const std::vector<ParamStore*>& stores);
+// Through ParamStore::restore, so the bf16 copies follow the restored values. An empty
+// snapshot (no epoch was kept) restores nothing.
+void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<ParamSnapshot>& snap);
 
 // The Bradley–Terry objective on a batch of B pairs with rewards r = (chosen (B), rejected
 // (B)): mean −log σ(r_c − r_r). Writes dr (2B) = ∂loss/∂r and returns the loss; `correct`

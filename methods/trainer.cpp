@@ -159,29 +159,16 @@ std::vector<ParamStore*> ClassificationTrainer::all_stores() {
   return s;
 }
 
-void ClassificationTrainer::snapshot(std::vector<std::vector<float>>& dst) const {
-  dst.clear();
-  auto take = [&](const ParamStore& s) {
-    for (const auto& p : s.params())
-      if (p.trainable) dst.emplace_back(p.data, p.data + p.numel());
-  };
-  for (auto* s : adaptation_.stores) take(*s);
-  if (head_) take(head_->store());
-  take(ctx_.model.params());
+std::vector<ParamSnapshot> ClassificationTrainer::snapshot() {
+  std::vector<ParamSnapshot> snap;
+  for (auto* s : all_stores()) snap.push_back(s->snapshot_trainable());
+  return snap;
 }
 
-void ClassificationTrainer::restore(const std::vector<std::vector<float>>& src) {
-  size_t i = 0;
-  auto put = [&](ParamStore& s) {
-    for (auto& p : s.params())
-      if (p.trainable) {
-        std::copy(src.at(i).begin(), src.at(i).end(), p.data);
-        ++i;
-      }
-  };
-  for (auto* s : adaptation_.stores) put(*s);
-  if (head_) put(head_->store());
-  put(ctx_.model.params());
+void ClassificationTrainer::restore(const std::vector<ParamSnapshot>& snap) {
+  const auto stores = all_stores();
+  TB_CHECK(snap.size() == stores.size(), "snapshot of another set of stores");
+  for (size_t i = 0; i < stores.size(); ++i) stores[i]->restore(snap[i]);
 }
 
 namespace {
@@ -448,7 +435,7 @@ void ClassificationTrainer::fit() {
   int64_t step = 0;
   double best = -1;
   int64_t best_epoch = -1, since_best = 0;
-  std::vector<std::vector<float>> best_weights;
+  std::vector<ParamSnapshot> best_weights;
   nlohmann::json epochs = nlohmann::json::array();
   for (int64_t ep = 0; ep < cfg_.epochs; ++ep) {
     const double loss = train_epoch(ep, opt, step, total);
@@ -462,7 +449,7 @@ void ClassificationTrainer::fit() {
       best = score;
       best_epoch = ep;
       since_best = 0;
-      snapshot(best_weights);
+      best_weights = snapshot();
     } else if (++since_best >= cfg_.patience) {
       break;
     }

@@ -97,8 +97,10 @@ class ClassificationTrainer {
  private:
   double train_epoch(int64_t epoch, AdamW& opt, int64_t& step, int64_t total_steps);
   std::vector<std::vector<double>> class_scores(const std::vector<tasks::Example>& examples);
-  void snapshot(std::vector<std::vector<float>>& dst) const;
-  void restore(const std::vector<std::vector<float>>& src);
+  // The trainable values of every store (ParamStore::snapshot / restore, which keep the
+  // bf16 copies consistent).
+  std::vector<ParamSnapshot> snapshot();
+  void restore(const std::vector<ParamSnapshot>& snap);
   std::vector<ParamStore*> all_stores();
 
   RunContext& ctx_;

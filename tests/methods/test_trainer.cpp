@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "harness/core/common.h"
+#include "harness/core/dnnl/dnn.h"
 #include "methods/trainer.h"
 #include "tests/methods/method_fixture.h"
 
@@ -81,6 +82,47 @@ TEST(Trainer, LmObjectiveScoresVerbalisers) {
   auto r = run_method("full", tb::Family::llama, {{"epochs", "6"}, {"lr", "0.003"}, {"objective", "lm"}});
   EXPECT_GE(r.acc, 0.8);
   EXPECT_EQ(r.scores[0].size(), 2u);
+}
+
+// Best-epoch selection under bf16: after fit() restores the best epoch, the trainer must
+// predict exactly what a fresh model holding those weights predicts. AdamW keeps the bf16
+// matmul copies current after every step, so a restore that only rewrote the fp32 values
+// predicted with the last epoch's matmul weights and the best epoch's norms and biases.
+TEST(Trainer, Bf16BestEpochRestoreMatchesAFreshModelWithTheBestWeights) {
+  if (!tb::dnn::info().bf16_supported)
+    GTEST_SKIP() << "CPU has no native bf16 (AVX512-BF16/AMX): bf16 training cannot run here";
+  tb::testing::MethodFixture f(tb::Family::llama);
+  f.model->set_precision(tb::Precision::bf16);
+  const auto& info = find("full");
+  // lm objective: the predictions depend on the model's weights alone (no separate head).
+  auto ctx = f.context(info, {{"epochs", "6"}, {"lr", "0.003"}, {"objective", "lm"}, {"patience", "2"}});
+  const auto cfg = tb::methods::TrainConfig::from(ctx.options);
+  f.model->params().set_all_trainable(true);
+  f.model->params().allocate_grads();
+  tb::methods::ClassificationTrainer trained(ctx, cfg, tb::methods::Adaptation{});
+  trained.fit();
+  ASSERT_EQ(f.meter.status, "ok");
+  const int64_t best = f.meter.details["best_epoch"].get<int64_t>();
+  // The case under test: training went on past the best epoch, which is then restored.
+  ASSERT_LT(best, f.meter.epochs - 1) << "best epoch " << best << " of " << f.meter.epochs;
+  const auto restored = trained.predict(f.test);
+
+  // A fresh model of the same shape, loaded with the restored (best) fp32 weights.
+  tb::testing::MethodFixture g(tb::Family::llama);
+  auto& src = f.model->params().params();
+  auto& dst = g.model->params().params();
+  ASSERT_EQ(src.size(), dst.size());
+  for (size_t i = 0; i < src.size(); ++i) std::copy(src[i].data, src[i].data + src[i].numel(), dst[i].data);
+  g.model->params().touch_all();
+  g.model->set_precision(tb::Precision::bf16);
+  auto ctx2 = g.context(info, {{"objective", "lm"}});
+  tb::methods::ClassificationTrainer fresh(ctx2, cfg, tb::methods::Adaptation{});
+  const auto expected = fresh.predict(g.test);
+  ASSERT_EQ(restored.size(), expected.size());
+  for (size_t i = 0; i < restored.size(); ++i) {
+    EXPECT_EQ(restored[i].label, expected[i].label) << i;
+    EXPECT_EQ(restored[i].scores, expected[i].scores) << i;
+  }
 }
 
 TEST(Trainer, FeatureMethodLearnsAndCachesFeatures) {
