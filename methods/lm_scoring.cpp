@@ -173,13 +173,7 @@ nlohmann::json PromptSet::counts() const {
 
 void LmCost::add_forward(const Model& model, const std::vector<int64_t>& lengths, int64_t T) {
   const auto& cfg = model.config();
-  const double P = static_cast<double>(model.params().num_params());
-  for (int64_t len : lengths) {
-    tokens += len;
-    flops += 2.0 * P * static_cast<double>(len) +
-             2.0 * static_cast<double>(cfg.n_layer) * static_cast<double>(len * len) *
-                 static_cast<double>(cfg.n_head * cfg.head_dim);
-  }
+  for (int64_t len : lengths) tokens += len;
   const int64_t B = static_cast<int64_t>(lengths.size());
   kv_bytes = std::max(kv_bytes, cfg.n_layer * B * T * 2 * cfg.n_kv_head * cfg.head_dim * 4);
   activation_bytes = std::max(activation_bytes, model.activation_bytes());
@@ -203,6 +197,7 @@ std::vector<std::vector<double>> score_candidates(Model& model, const std::vecto
                                                   int64_t batch, LmCost& cost) {
   TB_CHECK(contexts.size() == candidates.size(), << contexts.size() << " contexts, " << candidates.size() << " candidate lists");
   TB_CHECK(batch > 0, << "batch " << batch);
+  const FlopScope flops(model, cost.flops);
   const int64_t V = model.config().vocab_size;
   const int64_t maxT = model.config().max_positions;
   const size_t N = contexts.size();
@@ -303,6 +298,7 @@ std::vector<double> log_normalise(const std::vector<double>& v) {
 std::vector<float> embed_sequences(Model& model, const std::vector<std::vector<int32_t>>& seqs, Pool pool,
                                    int64_t batch, LmCost& cost, int layer) {
   TB_CHECK(batch > 0, << "batch " << batch);
+  const FlopScope flops(model, cost.flops);
   const int64_t C = model.config().hidden;
   const int64_t maxT = model.config().max_positions;
   const size_t N = seqs.size();

@@ -85,7 +85,7 @@ struct PromptSet {
 // Running cost of the model queries of one phase.
 struct LmCost {
   int64_t tokens = 0;               // tokens run through the model
-  double flops = 0.0;               // forward FLOPs (2·params·T + causal attention per sequence)
+  double flops = 0.0;               // matmul FLOPs the model executed (Model::flop_count)
   int64_t kv_bytes = 0;             // largest K/V footprint of one batch (L·B·T·2·NKV·hs·4)
   int64_t activation_bytes = 0;     // largest activation footprint of one forward
   int64_t weight_bytes = 0;         // the model's parameters (fp32)

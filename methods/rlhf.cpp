@@ -21,6 +21,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "harness/core/common.h"
 #include "harness/core/safetensors.h"
@@ -143,6 +144,10 @@ class RlhfMethod final : public Method {
       for (const auto& ex : *set) key += ex.id + ",";
     const auto pairs_file = ctx.cache_dir / "rlhf" / ("pairs-" + digest(key) + ".jsonl");
     int64_t sampled_tokens = 0;
+    // train_seconds: sampling the pairs plus the training steps (reward model, PPO, DPO);
+    // the per-epoch dev passes are left out.
+    double train_s = 0.0;
+    const double sample_t0 = now_seconds(), sample_f0 = ctx.model.flop_count();
     bool cached = std::filesystem::exists(pairs_file);
     if (cached) {
       for (auto& p : load_pairs(pairs_file))
@@ -174,7 +179,8 @@ class RlhfMethod final : public Method {
                               {"sampled_tokens", sampled_tokens}};
     if (train_.empty()) throw InputError("rlhf: every sampled train pair was a tie; raise --rlhf.pairs or --rlhf.candidates");
     meter.train_tokens += sampled_tokens;
-    meter.train_flops += forward_flops(ctx.model, sampled_tokens);
+    meter.train_flops += ctx.model.flop_count() - sample_f0;
+    train_s += now_seconds() - sample_t0;
 
     // ---- policy and reference. A LoRA policy's reference is the base model itself.
     const int64_t base_bytes = ctx.model.params().value_bytes();
@@ -224,8 +230,9 @@ class RlhfMethod final : public Method {
       rc.seed = ctx.seed;
       rm_ = std::make_unique<RewardModel>(*reference_, rc);
       const auto fit = rm_->fit(train_, dev_, &meter);
+      train_s += fit.seconds;
       if (meter.status == "diverged") {
-        meter.train_seconds = now_seconds() - t0;
+        meter.train_seconds = train_s;
         return;
       }
       std::vector<int> correct;
@@ -271,6 +278,7 @@ class RlhfMethod final : public Method {
       for (const auto& ex : ctx.train) prompts.push_back(encode_prompt(ctx.model, ctx.tokenizer, ctx.task.render(ex)));
       int64_t rollout_tok = 0, update_tok = 0;
       double rollout_s = 0, update_s = 0;
+      const double ppo_f0 = model_flops(ctx.model);
       const auto history = ppo_->train(prompts, [&](const Sequences& s) { return rm_->score(s); },
                                        [&](const PpoIteration& it) {
                                          const double loss = it.pg_loss + pc.vf_coef * it.vf_loss;
@@ -293,7 +301,9 @@ class RlhfMethod final : public Method {
       }
       meter.steps = static_cast<int64_t>(history.size());
       meter.train_tokens += rollout_tok + update_tok;
-      meter.train_flops += ppo_->rollout_flops() + ppo_->update_flops();
+      // Every model PPO ran (policy, reference, reward model), each counted once.
+      meter.train_flops += model_flops(ctx.model) - ppo_f0;
+      train_s += rollout_s + update_s;
       if (ppo_->diverged()) {
         meter.status = "diverged";
         meter.status_message = "PPO: non-finite loss";
@@ -319,18 +329,24 @@ class RlhfMethod final : public Method {
       std::vector<PreferencePair> dpo_train;
       for (const auto& p : train_)
         if (p.best_worst) dpo_train.push_back(p);
+      const double ref_t0 = now_seconds();
       dpo_->set_reference("train", dpo_train);
       dpo_->set_reference("dev", dev_);
       dpo_->set_reference("test", test_);
+      train_s += now_seconds() - ref_t0;
+      double dev_s = 0.0;
       const double t1 = now_seconds();
       const int64_t tok0 = dpo_->tokens();
       const auto steps = dpo_->train("train", dpo_train, [&](int64_t ep, const DpoStep& last) {
+        const double dev_t0 = now_seconds();
         const auto dev = dpo_->evaluate("dev", dev_);
+        dev_s += now_seconds() - dev_t0;
         curve_details.push_back({{"epoch", ep}, {"dev_loss", dev.loss}, {"dev_margin", dev.margin}, {"dev_accuracy", dev.accuracy}});
         if (meter.progress) meter.progress("dpo", ep + 1, dc.epochs, last.train.loss);
         ++meter.epochs;
       });
-      const double update_s = now_seconds() - t1;
+      const double update_s = now_seconds() - t1 - dev_s;
+      train_s += update_s;
       for (const auto& s : steps) meter.loss_curve.push_back({s.step, s.train.loss, NAN});
       // Each epoch's dev accuracy attaches to the epoch's last step.
       const int64_t per_epoch = steps.empty() ? 0 : static_cast<int64_t>(steps.size()) / dc.epochs;
@@ -383,13 +399,15 @@ class RlhfMethod final : public Method {
         (rm_shares ? "; the reward model reads the reference's weights plus its own head" : "");
     meter.details["algo"] = algo_;
     meter.details["policy"] = policy_kind;
-    meter.train_seconds = now_seconds() - t0;
+    meter.details["prepare_seconds"] = now_seconds() - t0;
+    meter.train_seconds = train_s;
   }
 
   std::vector<Prediction> predict(RunContext& ctx, const std::vector<tasks::Example>& examples) override {
     TB_CHECK(policy_ != nullptr, "rlhf: predict before prepare");
     auto& meter = ctx.meter;
     const double t0 = now_seconds();
+    const double f0 = model_flops(ctx.model);
     std::vector<std::vector<int32_t>> prompts;
     std::vector<std::string> texts;
     for (const auto& ex : examples) {
@@ -446,7 +464,7 @@ class RlhfMethod final : public Method {
     }
     const int64_t eval_tokens = generated + 2 * scored + rm_tokens;
     meter.eval_tokens += eval_tokens;
-    meter.eval_flops += forward_flops(ctx.model, eval_tokens);
+    meter.eval_flops += model_flops(ctx.model) - f0;
     meter.eval_seconds += now_seconds() - t0;
     meter.memory["kv_cache"] = std::max(meter.memory["kv_cache"], kv);
     nlohmann::json samples = nlohmann::json::array();
@@ -487,6 +505,17 @@ class RlhfMethod final : public Method {
 
   Hooks* lm_hooks() override { return policy_lora_.get(); }
   bool changes_base() const override { return reference_copy_ != nullptr; }
+
+  // Matmul FLOPs executed so far by every model this method runs (the loaded model, the
+  // reference copy, the reward model's own copy), each counted once.
+  double model_flops(const Model& base) const {
+    std::set<const Model*> models = {&base};
+    if (reference_) models.insert(reference_);
+    if (rm_) models.insert(&rm_->model());
+    double f = 0.0;
+    for (const Model* m : models) f += m->flop_count();
+    return f;
+  }
 
  private:
   std::string algo_;

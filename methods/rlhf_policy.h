@@ -100,6 +100,8 @@ struct RewardConfig {
   uint64_t seed = 0;
 };
 
+// tokens, seconds, flops: the training steps' (and a frozen body's train features'); the
+// per-epoch dev passes are not training.
 struct RewardFitStats {
   std::vector<double> train_loss;    // per epoch
   std::vector<double> dev_accuracy;  // per epoch (NaN without dev pairs)
@@ -132,6 +134,8 @@ class RewardModel {
   // Trainable tensors for the adaptation file.
   std::vector<const ParamStore*> stores() const;
   const std::string& train_mode() const { return cfg_.train; }
+  // The model it runs: the shared base, or its own copy (full).
+  const Model& model() const { return *model_; }
 
  private:
   std::vector<ParamStore*> trainable_stores();
@@ -150,7 +154,5 @@ class RewardModel {
   int64_t activation_bytes_ = 0;
 };
 
-// Model FLOPs of a forward over `tokens` tokens.
-double forward_flops(const Model& m, int64_t tokens);
 
 }  // namespace tb::methods::rlhf
