@@ -370,29 +370,9 @@ struct RunPlan {
   double runs_done_seconds = 0.0;
 };
 
-// The subset order of --limit: FNV-1a mixes poorly in its high bits for ids that differ in
-// one character ("train0-1" vs "train1-1"), so the order is by its SplitMix64 finalisation.
-uint64_t subset_key(const std::string& id) {
-  uint64_t z = data::fnv1a64(id);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-// --limit N: the N examples of a split whose ids hash lowest, in split order. The
-// subset is the same for every method and seed, and unbiased even when a split file is
-// sorted by label (the first N of such a split would all share one class).
+// --limit N: tasks::hashed_subset, the one subset rule of every sample.
 std::vector<tasks::Example> take(const std::vector<tasks::Example>& v, int64_t limit) {
-  if (limit <= 0 || static_cast<int64_t>(v.size()) <= limit) return v;
-  std::vector<std::pair<uint64_t, std::size_t>> keyed;
-  for (std::size_t i = 0; i < v.size(); ++i) keyed.emplace_back(subset_key(v[i].id.empty() ? v[i].text : v[i].id), i);
-  std::nth_element(keyed.begin(), keyed.begin() + limit, keyed.end());
-  std::vector<std::size_t> chosen;
-  for (int64_t i = 0; i < limit; ++i) chosen.push_back(keyed[static_cast<std::size_t>(i)].second);
-  std::sort(chosen.begin(), chosen.end());
-  std::vector<tasks::Example> out;
-  for (auto i : chosen) out.push_back(v[i]);
-  return out;
+  return tasks::hashed_subset(v, limit);
 }
 
 // The task a run sees: with --limit and a document collection, the collection is cut to
@@ -628,7 +608,7 @@ std::vector<tasks::Document> take_documents(const std::vector<tasks::Document>& 
     for (const auto& ex : *split) gold.insert(ex.gold_docs.begin(), ex.gold_docs.end());
   std::vector<std::pair<uint64_t, std::size_t>> others;
   for (std::size_t i = 0; i < docs.size(); ++i)
-    if (!gold.count(docs[i].id)) others.emplace_back(subset_key(docs[i].id), i);
+    if (!gold.count(docs[i].id)) others.emplace_back(tasks::subset_key(docs[i].id), i);
   const auto n = std::min<std::size_t>(others.size(), static_cast<std::size_t>(limit));
   std::nth_element(others.begin(), others.begin() + static_cast<std::ptrdiff_t>(n), others.end());
   std::vector<bool> keep(docs.size(), false);

@@ -131,8 +131,8 @@ class RlhfMethod final : public Method {
     const int64_t n_train = o.integer("pairs"), n_eval = o.integer("eval-pairs");
     if (n_train < 1) throw InputError("rlhf.pairs: must be >= 1");
     if (n_eval < 0) throw InputError("rlhf.eval-pairs: must be >= 0");
-    auto test_split = ctx.task.split("test");
-    if (ctx.limit > 0 && static_cast<int64_t>(test_split.size()) > ctx.limit) test_split.resize(static_cast<size_t>(ctx.limit));
+    // The runner's --limit subset of the test split (the examples the run is scored on).
+    const auto test_split = tasks::hashed_subset(ctx.task.split("test"), ctx.limit);
     const auto train_prompts = sample_prompts(ctx.train, n_train, ctx.seed * 3 + 1);
     const auto dev_prompts = sample_prompts(ctx.dev, n_eval, ctx.seed * 3 + 2);
     const auto test_prompts = sample_prompts(test_split, n_eval, ctx.seed * 3 + 3);
