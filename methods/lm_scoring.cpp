@@ -77,6 +77,20 @@ std::vector<int32_t> encode_prompt(const Model& model, const Tokenizer& tok, std
   return ids;
 }
 
+void drop_prompt_front(const Model& model, std::vector<int32_t>& ids, int64_t n) {
+  const int64_t head = model.config().bos_token_id >= 0 && !ids.empty() ? 1 : 0;
+  n = std::clamp<int64_t>(n, 0, static_cast<int64_t>(ids.size()) - head);
+  ids.erase(ids.begin() + head, ids.begin() + head + n);
+}
+
+std::vector<int32_t> encode_prompt_capped(const Model& model, const Tokenizer& tok, std::string_view text,
+                                          int64_t max_len) {
+  auto ids = encode_prompt(model, tok, text);
+  if (ids.empty()) ids.push_back(tok.eos_id().value_or(0));  // no BOS and an empty text
+  if (static_cast<int64_t>(ids.size()) > max_len) drop_prompt_front(model, ids, static_cast<int64_t>(ids.size()) - max_len);
+  return ids;
+}
+
 PromptParts split_prompt(const tasks::Task& task, const tasks::Example& ex, std::string_view tmpl) {
   tasks::Example marked = ex;
   marked.text = std::string(kTextMark);

@@ -14,6 +14,7 @@
 #include "harness/core/generate.h"
 #include "harness/core/ops.h"
 #include "harness/core/safetensors.h"
+#include "methods/lm_scoring.h"
 
 namespace tb::methods {
 
@@ -210,7 +211,7 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
     std::vector<ScoreRequest> reqs;
     std::vector<std::pair<size_t, size_t>> owner;
     for (size_t i = 0; i < examples.size(); ++i) {
-      const auto prompt = encode_capped(ctx_.tokenizer, task.render(examples[i]), max_len, true);
+      const auto prompt = encode_prompt_capped(ctx_.model, ctx_.tokenizer, task.render(examples[i]), max_len);
       for (const auto& c : candidates(task, examples[i])) {
         auto cont = ctx_.tokenizer.encode(" " + c, SpecialTokens::as_text);
         reqs.push_back({prompt, cont});
@@ -307,7 +308,7 @@ double ClassificationTrainer::train_epoch(int64_t epoch, AdamW& opt, int64_t& st
       const auto& ex = train[order[i]];
       const int64_t first = static_cast<int64_t>(seqs.size());
       if (cfg_.objective == "lm") {
-        const auto prompt = encode_capped(ctx_.tokenizer, task.render(ex), max_len, true);
+        const auto prompt = encode_prompt_capped(ctx_.model, ctx_.tokenizer, task.render(ex), max_len);
         for (const auto& c : candidates(task, ex)) {
           auto seq = prompt;
           auto cont = ctx_.tokenizer.encode(" " + c, SpecialTokens::as_text);
@@ -315,7 +316,7 @@ double ClassificationTrainer::train_epoch(int64_t epoch, AdamW& opt, int64_t& st
           int64_t pl = static_cast<int64_t>(prompt.size());
           if (static_cast<int64_t>(seq.size()) > ctx_room) {
             const int64_t cut = static_cast<int64_t>(seq.size()) - ctx_room;
-            seq.erase(seq.begin(), seq.begin() + cut);
+            drop_prompt_front(ctx_.model, seq, cut);
             pl -= cut;
           }
           seqs.push_back(std::move(seq));

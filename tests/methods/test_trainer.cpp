@@ -8,6 +8,7 @@
 
 #include "harness/core/common.h"
 #include "harness/core/dnnl/dnn.h"
+#include "methods/lm_scoring.h"
 #include "methods/trainer.h"
 #include "tests/methods/method_fixture.h"
 
@@ -219,6 +220,36 @@ TEST(Trainer, MeterCountsTheTrainingStepsAndTheTestPredictionsAlone) {
     EXPECT_DOUBLE_EQ(f.meter.eval_flops - flops_before, model_eval) << name;
     EXPECT_NEAR(model_eval, closed_form, 1e-9 * closed_form) << name;
   }
+}
+
+// One BOS rule: the lm objective encodes its prompts as encode_prompt does (BOS first when
+// the model has one), in training and in prediction alike.
+TEST(Trainer, LmObjectivePrependsBosLikeEveryLmScoredPrompt) {
+  tb::testing::MethodFixture f(tb::Family::llama);
+  ASSERT_TRUE(f.tok->eos_id().has_value());
+  auto c = f.model->config();
+  c.bos_token_id = *f.tok->eos_id();
+  f.model = std::make_unique<tb::Model>(c);
+  f.model->init_random(0, 0.1f);
+  const auto& info = find("full");
+  auto ctx = f.context(info, {{"epochs", "1"}, {"objective", "lm"}});
+  auto m = info.make();
+  m->prepare(ctx);
+  ASSERT_EQ(f.meter.status, "ok");
+  auto tokens_of = [&](const std::vector<tb::tasks::Example>& exs) {
+    int64_t n = 0;
+    for (const auto& ex : exs) {
+      const auto prompt = tb::methods::encode_prompt(*f.model, *f.tok, f.task->render(ex));
+      EXPECT_EQ(prompt.front(), c.bos_token_id);
+      for (const auto& v : f.task->verbalisers())
+        n += static_cast<int64_t>(prompt.size() + f.tok->encode(" " + v, tb::SpecialTokens::as_text).size());
+    }
+    return n;
+  };
+  EXPECT_EQ(f.meter.train_tokens, tokens_of(f.train));
+  const int64_t before = f.meter.eval_tokens;
+  m->predict(ctx, f.test);
+  EXPECT_EQ(f.meter.eval_tokens - before, tokens_of(f.test));
 }
 
 TEST(Trainer, BadOptionValuesAreInputErrors) {
