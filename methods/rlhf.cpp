@@ -14,10 +14,13 @@
 //
 // The gold judge never trains anything in ppo: the reward is the learned model's score, as
 // in the classic setup; the judge only orders the pairs and scores the final evaluation.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -148,10 +151,26 @@ class RlhfMethod final : public Method {
     // the per-epoch dev passes are left out.
     double train_s = 0.0;
     const double sample_t0 = now_seconds(), sample_f0 = ctx.model.flop_count();
-    bool cached = std::filesystem::exists(pairs_file);
+    // The cost of sampling is kept next to the pairs: a run that reads them records a cache
+    // hit with that cost (Meter::cache_hit, cached_cost.pairs), not a sampling that took no time.
+    auto cost_file = pairs_file;
+    cost_file.replace_extension(".cost.json");
+    nlohmann::json cached_cost;
+    if (std::filesystem::exists(cost_file)) {
+      std::ifstream in(cost_file);
+      cached_cost = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    }
+    const bool cost_ok = cached_cost.is_object() && cached_cost.contains("tokens") &&
+                         cached_cost["tokens"].is_number_integer() && cached_cost.contains("seconds") &&
+                         cached_cost["seconds"].is_number() && cached_cost.contains("flops") &&
+                         cached_cost["flops"].is_number();
+    bool cached = std::filesystem::exists(pairs_file) && cost_ok;
     if (cached) {
       for (auto& p : load_pairs(pairs_file))
         (p.split == "train" ? train_ : p.split == "dev" ? dev_ : test_).push_back(std::move(p));
+      meter.cache_hit = true;
+      if (!meter.cached_cost.is_object()) meter.cached_cost = nlohmann::json::object();
+      meter.cached_cost["pairs"] = cached_cost;
     } else {
       if (meter.progress) meter.progress("preference pairs", 0, 3, NAN);
       const std::vector<std::pair<std::string, const std::vector<tasks::Example>*>> splits = {
@@ -167,6 +186,12 @@ class RlhfMethod final : public Method {
         if (meter.progress) meter.progress("preference pairs", static_cast<int64_t>(k) + 1, 3, NAN);
       }
       save_pairs(pairs_file, all);
+      const nlohmann::json cost = {{"tokens", sampled_tokens},
+                                   {"seconds", now_seconds() - sample_t0},
+                                   {"flops", ctx.model.flop_count() - sample_f0}};
+      const auto tmp = cost_file.string() + ".tmp" + std::to_string(::getpid());
+      std::ofstream(tmp) << cost.dump() << "\n";
+      std::filesystem::rename(tmp, cost_file);
     }
     meter.details["pairs"] = {{"file", pairs_file.string()},
                               {"cached", cached},
@@ -178,9 +203,11 @@ class RlhfMethod final : public Method {
                               {"candidates", ps.candidates},
                               {"sampled_tokens", sampled_tokens}};
     if (train_.empty()) throw InputError("rlhf: every sampled train pair was a tie; raise --rlhf.pairs or --rlhf.candidates");
-    meter.train_tokens += sampled_tokens;
-    meter.train_flops += ctx.model.flop_count() - sample_f0;
-    train_s += now_seconds() - sample_t0;
+    if (!cached) {
+      meter.train_tokens += sampled_tokens;
+      meter.train_flops += ctx.model.flop_count() - sample_f0;
+      train_s += now_seconds() - sample_t0;
+    }
 
     // ---- policy and reference. A LoRA policy's reference is the base model itself.
     const int64_t base_bytes = ctx.model.params().value_bytes();
