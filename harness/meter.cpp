@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -54,18 +55,30 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-double measure_matmul_peak_gflops(int64_t n, int reps) {
+double measure_matmul_peak_gflops(int64_t n, int reps, bool bf16) {
   std::vector<float> a(static_cast<std::size_t>(n * n)), b(a.size()), c(a.size());
   // Deterministic, well-scaled values; the content does not matter for the speed.
   for (std::size_t i = 0; i < a.size(); ++i) {
     a[i] = static_cast<float>(i % 7) * 0.125f - 0.375f;
     b[i] = static_cast<float>(i % 5) * 0.25f - 0.5f;
   }
-  dnn::gemm(c.data(), a.data(), b.data(), nullptr, n, n, n, false, false);
+  std::vector<std::uint16_t> a16(bf16 ? a.size() : 0), b16(bf16 ? b.size() : 0);
+  if (bf16) {
+    dnn::to_bf16(a16.data(), a.data(), n * n);
+    dnn::to_bf16(b16.data(), b.data(), n * n);
+  }
+  auto once = [&] {
+    if (bf16)
+      dnn::matmul(c.data(), dnn::View::dense({n, n}), a16.data(), dnn::View::dense({n, n}, dnn::DType::bf16),
+                  b16.data(), dnn::View::dense({n, n}, dnn::DType::bf16), nullptr);
+    else
+      dnn::gemm(c.data(), a.data(), b.data(), nullptr, n, n, n, false, false);
+  };
+  once();
   double best = 1e300;
   for (int r = 0; r < std::max(reps, 1); ++r) {
     const double t0 = now_seconds();
-    dnn::gemm(c.data(), a.data(), b.data(), nullptr, n, n, n, false, false);
+    once();
     best = std::min(best, now_seconds() - t0);
   }
   return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / best / 1e9;

@@ -23,9 +23,13 @@ double now_seconds();
 // "1:05:03", "4:07", "0:09".
 std::string format_duration(double seconds);
 
-// Times an n×n×n fp32 GEMM through the oneDNN layer (one warm-up, best of `reps`) and
-// returns GFLOP/s.
-double measure_matmul_peak_gflops(int64_t n, int reps);
+// The machine's matmul peak, the denominator of every "fraction of peak" (the run records'
+// and `tunebench profile`'s alike): an n×n×n matmul through the oneDNN layer the model
+// uses, one warm-up, best of `reps`, in GFLOP/s. fp32 (bf16 = false) or bf16 operands with
+// fp32 accumulation, the two precisions a model runs in; bf16 needs dnn::info().bf16_supported.
+constexpr int64_t kPeakMatmulSize = 2048;
+constexpr int kPeakMatmulReps = 5;
+double measure_matmul_peak_gflops(int64_t n = kPeakMatmulSize, int reps = kPeakMatmulReps, bool bf16 = false);
 
 // The progress line of one run of a matrix: "[run k/n] method task seed | phase step/total
 // | loss | tokens/s | ETA run, ETA matrix". On a terminal it rewrites one line; otherwise

@@ -500,29 +500,6 @@ std::vector<Case> op_cases(const ModelConfig& cfg, int64_t B, int64_t T, Precisi
 
 // ---- peak and running -------------------------------------------------------------------
 
-// Best-of-`reps` GFLOP/s of an n×n×n bf16 matmul with f32 accumulation, through the same
-// oneDNN layer the model uses.
-double measure_bf16_peak(int64_t n, int reps) {
-  const auto a = random_floats(n * n, 1), b = random_floats(n * n, 2);
-  std::vector<uint16_t> a16(a.size()), b16(b.size());
-  dnn::to_bf16(a16.data(), a.data(), n * n);
-  dnn::to_bf16(b16.data(), b.data(), n * n);
-  std::vector<float> c(a.size());
-  const auto bf = dnn::DType::bf16;
-  auto once = [&] {
-    dnn::matmul(c.data(), dnn::View::dense({n, n}), a16.data(), dnn::View::dense({n, n}, bf), b16.data(),
-                dnn::View::dense({n, n}, bf), nullptr);
-  };
-  once();
-  double best = INFINITY;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = runner::now_seconds();
-    once();
-    best = std::min(best, runner::now_seconds() - t0);
-  }
-  return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / best / 1e9;
-}
-
 // Collects the measured runs while printing Google Benchmark's usual console table.
 class Collector : public benchmark::ConsoleReporter {
  public:
@@ -653,8 +630,10 @@ json run_profile(const ProfileSpec& spec, std::ostream& console) {
   const auto di = dnn::info();
   console << "profile: " << mi.summary() << "\nprofile: measuring the matmul peak (" << spec.peak_size << "³)\n"
           << std::flush;
-  const double peak_f32 = runner::measure_matmul_peak_gflops(spec.peak_size, 3);
-  const double peak_bf16 = di.bf16_supported ? measure_bf16_peak(spec.peak_size, 3) : NAN;
+  // The runner's measurement (same function, size and repetitions unless --peak-size).
+  const double peak_f32 = runner::measure_matmul_peak_gflops(spec.peak_size, runner::kPeakMatmulReps, false);
+  const double peak_bf16 =
+      di.bf16_supported ? runner::measure_matmul_peak_gflops(spec.peak_size, runner::kPeakMatmulReps, true) : NAN;
 
   const int64_t B = spec.batch, T = spec.seq;
   const json shape = {{"arch", cfg.model_type}, {"L", cfg.n_layer}, {"C", cfg.hidden}, {"NH", cfg.n_head},

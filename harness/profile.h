@@ -41,6 +41,8 @@
 #include <string>
 #include <vector>
 
+#include "harness/meter.h"
+
 namespace tb::profile {
 
 struct ProfileSpec {
@@ -52,7 +54,7 @@ struct ProfileSpec {
   std::string precision = "f32";
   bool ops = true;          // also profile every core op at the model's shapes
   double min_time = 0.5;    // Google Benchmark's minimum measuring time per case, seconds
-  int64_t peak_size = 2048; // n of the n×n×n matmul timed as the machine's peak
+  int64_t peak_size = runner::kPeakMatmulSize;  // n of the n×n×n matmul timed as the peak (the runner's)
   // JSON of bench/pytorch_reference.py: step cases of the same arch, shape, case and
   // precision get its tokens/s as "reference" and tunebench's "speedup" over it.
   std::filesystem::path reference;

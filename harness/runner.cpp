@@ -24,6 +24,7 @@
 #include "datasets/hash.h"
 #include "datasets/paths.h"
 #include "harness/core/common.h"
+#include "harness/core/dnnl/dnn.h"
 #include "harness/core/generate.h"
 #include "harness/core/model_io.h"
 #include "harness/core/tokenizer.h"
@@ -39,7 +40,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr int64_t kPeakMatmulSize = 1024;
 constexpr const char* kHeldoutTask = "heldout-lm";
 
 std::string trim(const std::string& s) {
@@ -190,15 +190,20 @@ std::string model_sha256(const fs::path& dir, const fs::path& cache_dir) {
 
 // ---- the machine's matmul peak (measured once per output directory) -------------------
 
-json meta_info(const fs::path& cache_dir, int threads) {
+// f32 always; bf16 too when the runs are bf16 and the CPU has native bf16 (the peak a bf16
+// run's FLOP rate is a fraction of). measure_matmul_peak_gflops is `tunebench profile`'s.
+json meta_info(const fs::path& cache_dir, int threads, bool bf16) {
   const auto m = machine_info();
   json meta = m.to_json();
   if (threads > 0) meta["threads"] = threads;
   const fs::path cache_file = cache_dir / "matmul-peak.json";
   json cache = read_json_file(cache_file);
+  const bool want_bf16 = bf16 && dnn::info().bf16_supported;
   const bool valid = cache.is_object() && cache.value("host", "") == m.host && cache.value("cpu", "") == m.cpu &&
-                     cache.value("threads", 0) == meta["threads"].get<int>() && cache.contains("gflop_per_s") &&
-                     cache["gflop_per_s"].is_number();
+                     cache.value("threads", 0) == meta["threads"].get<int>() &&
+                     cache.value("size", int64_t{0}) == kPeakMatmulSize && cache.contains("gflop_per_s") &&
+                     cache["gflop_per_s"].is_number() &&
+                     (!want_bf16 || (cache.contains("bf16_gflop_per_s") && cache["bf16_gflop_per_s"].is_number()));
   if (!valid) {
     // Measured in a child so this process never starts OpenMP's thread pool.
     const int want = meta["threads"].get<int>();
@@ -206,15 +211,19 @@ json meta_info(const fs::path& cache_dir, int threads) {
     const int status = run_forked(
         [&] {
           if (threads > 0 && !single) omp_set_num_threads(threads);
-          const double g = measure_matmul_peak_gflops(kPeakMatmulSize, 5);
-          write_file_atomic(cache_file, json{{"host", m.host}, {"cpu", m.cpu}, {"threads", want},
-                                             {"size", kPeakMatmulSize}, {"gflop_per_s", g}}.dump(1) + "\n");
+          const double g = measure_matmul_peak_gflops(kPeakMatmulSize, kPeakMatmulReps, false);
+          json c{{"host", m.host}, {"cpu", m.cpu}, {"threads", want}, {"size", kPeakMatmulSize}, {"gflop_per_s", g}};
+          if (want_bf16) c["bf16_gflop_per_s"] = measure_matmul_peak_gflops(kPeakMatmulSize, kPeakMatmulReps, true);
+          write_file_atomic(cache_file, c.dump(1) + "\n");
         },
         single);
     cache = read_json_file(cache_file);
     if (status != 0 || !cache.is_object()) cache = nullptr;
   }
   meta["matmul_peak_gflop_per_s"] = cache.is_object() ? cache["gflop_per_s"] : json();
+  if (bf16)
+    meta["matmul_peak_bf16_gflop_per_s"] =
+        cache.is_object() && cache.contains("bf16_gflop_per_s") ? cache["bf16_gflop_per_s"] : json();
   meta["matmul_peak_size"] = kPeakMatmulSize;
   return meta;
 }
@@ -361,29 +370,9 @@ struct RunPlan {
   double runs_done_seconds = 0.0;
 };
 
-// The subset order of --limit: FNV-1a mixes poorly in its high bits for ids that differ in
-// one character ("train0-1" vs "train1-1"), so the order is by its SplitMix64 finalisation.
-uint64_t subset_key(const std::string& id) {
-  uint64_t z = data::fnv1a64(id);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-// --limit N: the N examples of a split whose ids hash lowest, in split order. The
-// subset is the same for every method and seed, and unbiased even when a split file is
-// sorted by label (the first N of such a split would all share one class).
+// --limit N: tasks::hashed_subset, the one subset rule of every sample.
 std::vector<tasks::Example> take(const std::vector<tasks::Example>& v, int64_t limit) {
-  if (limit <= 0 || static_cast<int64_t>(v.size()) <= limit) return v;
-  std::vector<std::pair<uint64_t, std::size_t>> keyed;
-  for (std::size_t i = 0; i < v.size(); ++i) keyed.emplace_back(subset_key(v[i].id.empty() ? v[i].text : v[i].id), i);
-  std::nth_element(keyed.begin(), keyed.begin() + limit, keyed.end());
-  std::vector<std::size_t> chosen;
-  for (int64_t i = 0; i < limit; ++i) chosen.push_back(keyed[static_cast<std::size_t>(i)].second);
-  std::sort(chosen.begin(), chosen.end());
-  std::vector<tasks::Example> out;
-  for (auto i : chosen) out.push_back(v[i]);
-  return out;
+  return tasks::hashed_subset(v, limit);
 }
 
 // The task a run sees: with --limit and a document collection, the collection is cut to
@@ -464,7 +453,7 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     const double train_wall = now_seconds() - t0;
 
     json metrics = json::object();
-    double eval_wall = 0.0;
+    double predict_wall = 0.0, eval_secs = 0.0;
     int64_t eval_tokens = 0;
     double eval_flops = 0.0;
     if (meter.status == "diverged") {
@@ -475,11 +464,16 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
       progress.update("predict", 0, 0, NAN, 0);
       const int64_t tokens_before = meter.eval_tokens;
       const double flops_before = meter.eval_flops;
+      const double seconds_before = meter.eval_seconds;
       const double t1 = now_seconds();
       const auto preds = method->predict(ctx, test);
-      eval_wall = now_seconds() - t1;
+      predict_wall = now_seconds() - t1;
       eval_tokens = meter.eval_tokens - tokens_before;
       eval_flops = meter.eval_flops - flops_before;
+      // A method that runs passes besides the reported prediction meters the prediction's
+      // own seconds; otherwise the whole predict() is the prediction.
+      const double metered = meter.eval_seconds - seconds_before;
+      eval_secs = metered > 0 ? std::min(metered, predict_wall) : predict_wall;
       if (preds.size() != test.size())
         throw Error("method " + plan.item.method + " returned " + std::to_string(preds.size()) + " predictions for " +
                     std::to_string(test.size()) + " test examples");
@@ -510,9 +504,12 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     const int64_t total_params = model->params().num_params();
     const int64_t trainable = method->trainable_params();
     const double train_secs = meter.train_seconds > 0 ? meter.train_seconds : train_wall;
-    const double peak_gflops = mc.meta["matmul_peak_gflop_per_s"].is_number() ? mc.meta["matmul_peak_gflop_per_s"].get<double>() : NAN;
+    // The peak of the precision the run's matmuls ran in.
+    const char* peak_key = mc.spec.precision == "bf16" ? "matmul_peak_bf16_gflop_per_s" : "matmul_peak_gflop_per_s";
+    const double peak_gflops =
+        mc.meta.contains(peak_key) && mc.meta[peak_key].is_number() ? mc.meta[peak_key].get<double>() : NAN;
     const double train_fps = train_secs > 0 && meter.train_flops > 0 ? meter.train_flops / train_secs : NAN;
-    const double eval_fps = eval_wall > 0 && eval_flops > 0 ? eval_flops / eval_wall : NAN;
+    const double eval_fps = eval_secs > 0 && eval_flops > 0 ? eval_flops / eval_secs : NAN;
     ti["total_params"] = total_params;
     ti["trainable_params"] = trainable;
     ti["trainable_percent"] = total_params > 0 ? 100.0 * static_cast<double>(trainable) / static_cast<double>(total_params) : 0.0;
@@ -525,7 +522,12 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     // Weights: the fp32 values plus, in bf16 mixed precision, their bf16 matmul copies.
     ti["memory"]["weights"] = total_params * static_cast<int64_t>(sizeof(float)) + model->params().bf16_bytes();
     for (const auto& [k, v] : meter.memory) ti["memory"][k] = v;
-    ti["train_seconds"] = train_wall;
+    // train_seconds: the training steps' own time when the method meters it (dev passes and
+    // other preparation excluded), else all of prepare(); prepare_seconds: all of prepare().
+    ti["train_seconds"] = train_secs;
+    ti["prepare_seconds"] = train_wall;
+    ti["cache_hit"] = meter.cache_hit;
+    if (meter.cache_hit) ti["cached_cost"] = meter.cached_cost;
     ti["train_tokens"] = meter.train_tokens;
     ti["train_tokens_per_s"] = null_if_not_positive(train_secs > 0 ? static_cast<double>(meter.train_tokens) / train_secs : NAN);
     ti["steps"] = meter.steps;
@@ -537,9 +539,10 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
       curve.push_back(pt);
     }
     ti["loss_curve"] = curve;
-    ti["eval_seconds"] = eval_wall;
+    ti["eval_seconds"] = eval_secs;
+    ti["predict_seconds"] = predict_wall;
     ti["eval_tokens"] = eval_tokens;
-    ti["eval_tokens_per_s"] = null_if_not_positive(eval_wall > 0 ? static_cast<double>(eval_tokens) / eval_wall : NAN);
+    ti["eval_tokens_per_s"] = null_if_not_positive(eval_secs > 0 ? static_cast<double>(eval_tokens) / eval_secs : NAN);
     ti["train_flops"] = meter.train_flops;
     ti["eval_flops"] = eval_flops;
     ti["train_flop_per_s"] = null_if_not_positive(train_fps);
@@ -605,7 +608,7 @@ std::vector<tasks::Document> take_documents(const std::vector<tasks::Document>& 
     for (const auto& ex : *split) gold.insert(ex.gold_docs.begin(), ex.gold_docs.end());
   std::vector<std::pair<uint64_t, std::size_t>> others;
   for (std::size_t i = 0; i < docs.size(); ++i)
-    if (!gold.count(docs[i].id)) others.emplace_back(subset_key(docs[i].id), i);
+    if (!gold.count(docs[i].id)) others.emplace_back(tasks::subset_key(docs[i].id), i);
   const auto n = std::min<std::size_t>(others.size(), static_cast<std::size_t>(limit));
   std::nth_element(others.begin(), others.begin() + static_cast<std::ptrdiff_t>(n), others.end());
   std::vector<bool> keep(docs.size(), false);
@@ -822,7 +825,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     todo.push_back(std::move(p));
   }
 
-  if (!todo.empty()) mc.meta = meta_info(mc.cache_dir, spec.threads);
+  if (!todo.empty()) mc.meta = meta_info(mc.cache_dir, spec.threads, spec.precision == "bf16");
   double done_seconds = 0.0;
   int64_t k = 0;
   for (auto& p : todo) {

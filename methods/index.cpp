@@ -248,6 +248,7 @@ class Index final : public Method {
     const auto& task = ctx.task;
     const AnswerSet answers = task_answers(task);
     LmCost cost;
+    const auto t_predict = Clock::now();
     const auto t_embed = Clock::now();
     std::vector<std::string> questions;
     for (const auto& ex : examples) questions.push_back(ex.text);
@@ -294,11 +295,19 @@ class Index final : public Method {
       preds[i].label = argmax(preds[i].scores);
       open_pred.push_back(preds[i].label);
     }
+    // The closed-book pass is a comparison, not the reported prediction: metered apart.
+    LmCost closed_cost;
+    double closed_seconds = 0.0;
     if (closed_book_) {
-      const auto cl = score_candidates(ctx.model, closed.contexts, closed.candidates, batch_, cost);
+      const auto t_closed = Clock::now();
+      const auto cl = score_candidates(ctx.model, closed.contexts, closed.candidates, batch_, closed_cost);
       for (const auto& s : cl) closed_pred.push_back(argmax(s));
+      closed_seconds = seconds_since(t_closed);
+      ctx.meter.details["closed_book_eval"] = {
+          {"tokens", closed_cost.tokens}, {"seconds", closed_seconds}, {"flops", closed_cost.flops}};
     }
     cost.charge(ctx.meter, /*prepare=*/false);
+    ctx.meter.eval_seconds += seconds_since(t_predict) - closed_seconds;
 
     auto& d = ctx.meter.details;
     d["k"] = k_;

@@ -77,6 +77,20 @@ std::vector<int32_t> encode_prompt(const Model& model, const Tokenizer& tok, std
   return ids;
 }
 
+void drop_prompt_front(const Model& model, std::vector<int32_t>& ids, int64_t n) {
+  const int64_t head = model.config().bos_token_id >= 0 && !ids.empty() ? 1 : 0;
+  n = std::clamp<int64_t>(n, 0, static_cast<int64_t>(ids.size()) - head);
+  ids.erase(ids.begin() + head, ids.begin() + head + n);
+}
+
+std::vector<int32_t> encode_prompt_capped(const Model& model, const Tokenizer& tok, std::string_view text,
+                                          int64_t max_len) {
+  auto ids = encode_prompt(model, tok, text);
+  if (ids.empty()) ids.push_back(tok.eos_id().value_or(0));  // no BOS and an empty text
+  if (static_cast<int64_t>(ids.size()) > max_len) drop_prompt_front(model, ids, static_cast<int64_t>(ids.size()) - max_len);
+  return ids;
+}
+
 PromptParts split_prompt(const tasks::Task& task, const tasks::Example& ex, std::string_view tmpl) {
   tasks::Example marked = ex;
   marked.text = std::string(kTextMark);
@@ -173,13 +187,7 @@ nlohmann::json PromptSet::counts() const {
 
 void LmCost::add_forward(const Model& model, const std::vector<int64_t>& lengths, int64_t T) {
   const auto& cfg = model.config();
-  const double P = static_cast<double>(model.params().num_params());
-  for (int64_t len : lengths) {
-    tokens += len;
-    flops += 2.0 * P * static_cast<double>(len) +
-             2.0 * static_cast<double>(cfg.n_layer) * static_cast<double>(len * len) *
-                 static_cast<double>(cfg.n_head * cfg.head_dim);
-  }
+  for (int64_t len : lengths) tokens += len;
   const int64_t B = static_cast<int64_t>(lengths.size());
   kv_bytes = std::max(kv_bytes, cfg.n_layer * B * T * 2 * cfg.n_kv_head * cfg.head_dim * 4);
   activation_bytes = std::max(activation_bytes, model.activation_bytes());
@@ -203,6 +211,7 @@ std::vector<std::vector<double>> score_candidates(Model& model, const std::vecto
                                                   int64_t batch, LmCost& cost) {
   TB_CHECK(contexts.size() == candidates.size(), << contexts.size() << " contexts, " << candidates.size() << " candidate lists");
   TB_CHECK(batch > 0, << "batch " << batch);
+  const FlopScope flops(model, cost.flops);
   const int64_t V = model.config().vocab_size;
   const int64_t maxT = model.config().max_positions;
   const size_t N = contexts.size();
@@ -303,6 +312,7 @@ std::vector<double> log_normalise(const std::vector<double>& v) {
 std::vector<float> embed_sequences(Model& model, const std::vector<std::vector<int32_t>>& seqs, Pool pool,
                                    int64_t batch, LmCost& cost, int layer) {
   TB_CHECK(batch > 0, << "batch " << batch);
+  const FlopScope flops(model, cost.flops);
   const int64_t C = model.config().hidden;
   const int64_t maxT = model.config().max_positions;
   const size_t N = seqs.size();

@@ -42,8 +42,14 @@ std::vector<std::string> answer_texts(const tasks::Example& ex, const AnswerSet&
 std::string gold_answer_text(const tasks::Example& ex, const AnswerSet& answers);
 
 // Token ids of a prompt: BOS (when the model config has one — pretraining puts a separator
-// before every document) followed by encode(text).
+// before every document) followed by encode(text). The one BOS rule of every LM-scored or
+// LM-trained prompt: icl, prompt, index, rlhf and the trainer's lm objective alike.
 std::vector<int32_t> encode_prompt(const Model& model, const Tokenizer& tok, std::string_view text);
+// encode_prompt cut to at most max_len tokens: BOS stays, the text's last tokens are kept.
+std::vector<int32_t> encode_prompt_capped(const Model& model, const Tokenizer& tok, std::string_view text,
+                                          int64_t max_len);
+// Drops `n` tokens from the front of an encode_prompt sequence, after its BOS (if any).
+void drop_prompt_front(const Model& model, std::vector<int32_t>& ids, int64_t n);
 
 // A query prompt split around its text, so truncation can shorten the text and keep the
 // template. A template without exactly one {text} puts the whole prompt in `prefix`.
@@ -85,7 +91,7 @@ struct PromptSet {
 // Running cost of the model queries of one phase.
 struct LmCost {
   int64_t tokens = 0;               // tokens run through the model
-  double flops = 0.0;               // forward FLOPs (2·params·T + causal attention per sequence)
+  double flops = 0.0;               // matmul FLOPs the model executed (Model::flop_count)
   int64_t kv_bytes = 0;             // largest K/V footprint of one batch (L·B·T·2·NKV·hs·4)
   int64_t activation_bytes = 0;     // largest activation footprint of one forward
   int64_t weight_bytes = 0;         // the model's parameters (fp32)

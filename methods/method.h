@@ -66,9 +66,13 @@ struct LossPoint {
 };
 
 // Filled by methods (and by the shared trainer); the runner adds wall times and RSS.
+// train_*: the training steps only (tokens the steps consumed, their seconds, their model
+// FLOPs); dev evaluation and other preparation are not training. eval_*: what the reported
+// test predictions cost (the runner takes the difference across predict()); extra passes
+// a method runs besides them go into details under their own names.
 struct Meter {
   int64_t train_tokens = 0;
-  double train_seconds = 0.0;
+  double train_seconds = 0.0;  // seconds of the training steps; 0 = no training steps
   int64_t steps = 0;
   int64_t epochs = 0;
   std::vector<LossPoint> loss_curve;
@@ -77,10 +81,15 @@ struct Meter {
   // Analytic memory breakdown in bytes: weights, gradients, optimizer_state, activations,
   // kv_cache, index (keys as in DESIGN.md's record).
   std::map<std::string, int64_t> memory;
-  // Model FLOPs of training and evaluation (forward = 2·params·tokens + attention; backward
-  // counted for what actually ran).
+  // Model FLOPs of training and evaluation, read from Model::flop_count() around the work
+  // (matmuls the model executed; see there).
   double train_flops = 0.0;
   double eval_flops = 0.0;
+  // The training work was not done in this run but read from a cache (feature cache):
+  // train_* then stay 0 and cached_cost holds the cost measured when the cache was made
+  // ({"train_tokens", "train_seconds", "train_flops"}).
+  bool cache_hit = false;
+  nlohmann::json cached_cost;
   // Method-specific facts for the record (chosen template, truncation counts, index size,
   // selected epoch, ...).
   nlohmann::json details = nlohmann::json::object();
@@ -91,6 +100,21 @@ struct Meter {
   std::string status_message;
   // Progress reporting: the runner installs a callback that prints its progress line.
   std::function<void(const std::string& phase, int64_t step, int64_t total, double loss)> progress;
+};
+
+// Adds the matmul FLOPs `model` executes during this object's lifetime (Model::flop_count)
+// to `sink`: the one way a method meters FLOPs.
+class FlopScope {
+ public:
+  FlopScope(const Model& model, double& sink) : model_(model), sink_(sink), start_(model.flop_count()) {}
+  ~FlopScope() { sink_ += model_.flop_count() - start_; }
+  FlopScope(const FlopScope&) = delete;
+  FlopScope& operator=(const FlopScope&) = delete;
+
+ private:
+  const Model& model_;
+  double& sink_;
+  double start_;
 };
 
 struct RunContext {

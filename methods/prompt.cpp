@@ -131,8 +131,8 @@ class Prompt final : public Method {
     const auto& split = use_dev ? ctx.dev : ctx.train;
     if (split.empty())
       throw InputError("prompt: task " + ctx.task.name() + " has no dev or train examples to choose a template on");
-    const size_t n = dev_max > 0 ? std::min(split.size(), static_cast<size_t>(dev_max)) : split.size();
-    const std::vector<tasks::Example> dev(split.begin(), split.begin() + static_cast<std::ptrdiff_t>(n));
+    // --prompt.dev-max: the hashed subset (as --limit), not the first rows of the split.
+    const std::vector<tasks::Example> dev = tasks::hashed_subset(split, dev_max);
 
     pool_ = template_pool(ctx.task);
     LmCost cost;

@@ -15,7 +15,8 @@ class ReferenceMethod : public Method {
   explicit ReferenceMethod(std::string reference) : reference_(std::move(reference)) {}
   void prepare(RunContext&) override {}
   std::vector<Prediction> predict(RunContext& ctx, const std::vector<tasks::Example>& examples) override {
-    const auto labels = tasks::reference_predict(ctx.task, reference_, examples);
+    // The majority of the run's own train split (dev when there is none): the --limit subset.
+    const auto labels = tasks::reference_predict(ctx.task, reference_, examples, ctx.train.empty() ? ctx.dev : ctx.train);
     std::vector<Prediction> out(labels.size());
     for (std::size_t i = 0; i < labels.size(); ++i) out[i].label = labels[i];
     return out;

@@ -14,13 +14,17 @@
 //
 // The gold judge never trains anything in ppo: the reward is the learned model's score, as
 // in the classic setup; the judge only orders the pairs and scores the final evaluation.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "harness/core/common.h"
 #include "harness/core/safetensors.h"
@@ -130,8 +134,8 @@ class RlhfMethod final : public Method {
     const int64_t n_train = o.integer("pairs"), n_eval = o.integer("eval-pairs");
     if (n_train < 1) throw InputError("rlhf.pairs: must be >= 1");
     if (n_eval < 0) throw InputError("rlhf.eval-pairs: must be >= 0");
-    auto test_split = ctx.task.split("test");
-    if (ctx.limit > 0 && static_cast<int64_t>(test_split.size()) > ctx.limit) test_split.resize(static_cast<size_t>(ctx.limit));
+    // The runner's --limit subset of the test split (the examples the run is scored on).
+    const auto test_split = tasks::hashed_subset(ctx.task.split("test"), ctx.limit);
     const auto train_prompts = sample_prompts(ctx.train, n_train, ctx.seed * 3 + 1);
     const auto dev_prompts = sample_prompts(ctx.dev, n_eval, ctx.seed * 3 + 2);
     const auto test_prompts = sample_prompts(test_split, n_eval, ctx.seed * 3 + 3);
@@ -143,10 +147,30 @@ class RlhfMethod final : public Method {
       for (const auto& ex : *set) key += ex.id + ",";
     const auto pairs_file = ctx.cache_dir / "rlhf" / ("pairs-" + digest(key) + ".jsonl");
     int64_t sampled_tokens = 0;
-    bool cached = std::filesystem::exists(pairs_file);
+    // train_seconds: sampling the pairs plus the training steps (reward model, PPO, DPO);
+    // the per-epoch dev passes are left out.
+    double train_s = 0.0;
+    const double sample_t0 = now_seconds(), sample_f0 = ctx.model.flop_count();
+    // The cost of sampling is kept next to the pairs: a run that reads them records a cache
+    // hit with that cost (Meter::cache_hit, cached_cost.pairs), not a sampling that took no time.
+    auto cost_file = pairs_file;
+    cost_file.replace_extension(".cost.json");
+    nlohmann::json cached_cost;
+    if (std::filesystem::exists(cost_file)) {
+      std::ifstream in(cost_file);
+      cached_cost = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    }
+    const bool cost_ok = cached_cost.is_object() && cached_cost.contains("tokens") &&
+                         cached_cost["tokens"].is_number_integer() && cached_cost.contains("seconds") &&
+                         cached_cost["seconds"].is_number() && cached_cost.contains("flops") &&
+                         cached_cost["flops"].is_number();
+    bool cached = std::filesystem::exists(pairs_file) && cost_ok;
     if (cached) {
       for (auto& p : load_pairs(pairs_file))
         (p.split == "train" ? train_ : p.split == "dev" ? dev_ : test_).push_back(std::move(p));
+      meter.cache_hit = true;
+      if (!meter.cached_cost.is_object()) meter.cached_cost = nlohmann::json::object();
+      meter.cached_cost["pairs"] = cached_cost;
     } else {
       if (meter.progress) meter.progress("preference pairs", 0, 3, NAN);
       const std::vector<std::pair<std::string, const std::vector<tasks::Example>*>> splits = {
@@ -162,6 +186,12 @@ class RlhfMethod final : public Method {
         if (meter.progress) meter.progress("preference pairs", static_cast<int64_t>(k) + 1, 3, NAN);
       }
       save_pairs(pairs_file, all);
+      const nlohmann::json cost = {{"tokens", sampled_tokens},
+                                   {"seconds", now_seconds() - sample_t0},
+                                   {"flops", ctx.model.flop_count() - sample_f0}};
+      const auto tmp = cost_file.string() + ".tmp" + std::to_string(::getpid());
+      std::ofstream(tmp) << cost.dump() << "\n";
+      std::filesystem::rename(tmp, cost_file);
     }
     meter.details["pairs"] = {{"file", pairs_file.string()},
                               {"cached", cached},
@@ -173,8 +203,11 @@ class RlhfMethod final : public Method {
                               {"candidates", ps.candidates},
                               {"sampled_tokens", sampled_tokens}};
     if (train_.empty()) throw InputError("rlhf: every sampled train pair was a tie; raise --rlhf.pairs or --rlhf.candidates");
-    meter.train_tokens += sampled_tokens;
-    meter.train_flops += forward_flops(ctx.model, sampled_tokens);
+    if (!cached) {
+      meter.train_tokens += sampled_tokens;
+      meter.train_flops += ctx.model.flop_count() - sample_f0;
+      train_s += now_seconds() - sample_t0;
+    }
 
     // ---- policy and reference. A LoRA policy's reference is the base model itself.
     const int64_t base_bytes = ctx.model.params().value_bytes();
@@ -224,8 +257,9 @@ class RlhfMethod final : public Method {
       rc.seed = ctx.seed;
       rm_ = std::make_unique<RewardModel>(*reference_, rc);
       const auto fit = rm_->fit(train_, dev_, &meter);
+      train_s += fit.seconds;
       if (meter.status == "diverged") {
-        meter.train_seconds = now_seconds() - t0;
+        meter.train_seconds = train_s;
         return;
       }
       std::vector<int> correct;
@@ -271,6 +305,7 @@ class RlhfMethod final : public Method {
       for (const auto& ex : ctx.train) prompts.push_back(encode_prompt(ctx.model, ctx.tokenizer, ctx.task.render(ex)));
       int64_t rollout_tok = 0, update_tok = 0;
       double rollout_s = 0, update_s = 0;
+      const double ppo_f0 = model_flops(ctx.model);
       const auto history = ppo_->train(prompts, [&](const Sequences& s) { return rm_->score(s); },
                                        [&](const PpoIteration& it) {
                                          const double loss = it.pg_loss + pc.vf_coef * it.vf_loss;
@@ -293,7 +328,9 @@ class RlhfMethod final : public Method {
       }
       meter.steps = static_cast<int64_t>(history.size());
       meter.train_tokens += rollout_tok + update_tok;
-      meter.train_flops += ppo_->rollout_flops() + ppo_->update_flops();
+      // Every model PPO ran (policy, reference, reward model), each counted once.
+      meter.train_flops += model_flops(ctx.model) - ppo_f0;
+      train_s += rollout_s + update_s;
       if (ppo_->diverged()) {
         meter.status = "diverged";
         meter.status_message = "PPO: non-finite loss";
@@ -319,18 +356,24 @@ class RlhfMethod final : public Method {
       std::vector<PreferencePair> dpo_train;
       for (const auto& p : train_)
         if (p.best_worst) dpo_train.push_back(p);
+      const double ref_t0 = now_seconds();
       dpo_->set_reference("train", dpo_train);
       dpo_->set_reference("dev", dev_);
       dpo_->set_reference("test", test_);
+      train_s += now_seconds() - ref_t0;
+      double dev_s = 0.0;
       const double t1 = now_seconds();
       const int64_t tok0 = dpo_->tokens();
       const auto steps = dpo_->train("train", dpo_train, [&](int64_t ep, const DpoStep& last) {
+        const double dev_t0 = now_seconds();
         const auto dev = dpo_->evaluate("dev", dev_);
+        dev_s += now_seconds() - dev_t0;
         curve_details.push_back({{"epoch", ep}, {"dev_loss", dev.loss}, {"dev_margin", dev.margin}, {"dev_accuracy", dev.accuracy}});
         if (meter.progress) meter.progress("dpo", ep + 1, dc.epochs, last.train.loss);
         ++meter.epochs;
       });
-      const double update_s = now_seconds() - t1;
+      const double update_s = now_seconds() - t1 - dev_s;
+      train_s += update_s;
       for (const auto& s : steps) meter.loss_curve.push_back({s.step, s.train.loss, NAN});
       // Each epoch's dev accuracy attaches to the epoch's last step.
       const int64_t per_epoch = steps.empty() ? 0 : static_cast<int64_t>(steps.size()) / dc.epochs;
@@ -383,13 +426,15 @@ class RlhfMethod final : public Method {
         (rm_shares ? "; the reward model reads the reference's weights plus its own head" : "");
     meter.details["algo"] = algo_;
     meter.details["policy"] = policy_kind;
-    meter.train_seconds = now_seconds() - t0;
+    meter.details["prepare_seconds"] = now_seconds() - t0;
+    meter.train_seconds = train_s;
   }
 
   std::vector<Prediction> predict(RunContext& ctx, const std::vector<tasks::Example>& examples) override {
     TB_CHECK(policy_ != nullptr, "rlhf: predict before prepare");
     auto& meter = ctx.meter;
     const double t0 = now_seconds();
+    const double f0 = model_flops(ctx.model);
     std::vector<std::vector<int32_t>> prompts;
     std::vector<std::string> texts;
     for (const auto& ex : examples) {
@@ -446,7 +491,7 @@ class RlhfMethod final : public Method {
     }
     const int64_t eval_tokens = generated + 2 * scored + rm_tokens;
     meter.eval_tokens += eval_tokens;
-    meter.eval_flops += forward_flops(ctx.model, eval_tokens);
+    meter.eval_flops += model_flops(ctx.model) - f0;
     meter.eval_seconds += now_seconds() - t0;
     meter.memory["kv_cache"] = std::max(meter.memory["kv_cache"], kv);
     nlohmann::json samples = nlohmann::json::array();
@@ -487,6 +532,17 @@ class RlhfMethod final : public Method {
 
   Hooks* lm_hooks() override { return policy_lora_.get(); }
   bool changes_base() const override { return reference_copy_ != nullptr; }
+
+  // Matmul FLOPs executed so far by every model this method runs (the loaded model, the
+  // reference copy, the reward model's own copy), each counted once.
+  double model_flops(const Model& base) const {
+    std::set<const Model*> models = {&base};
+    if (reference_) models.insert(reference_);
+    if (rm_) models.insert(&rm_->model());
+    double f = 0.0;
+    for (const Model* m : models) f += m->flop_count();
+    return f;
+  }
 
  private:
   std::string algo_;

@@ -86,9 +86,6 @@ std::unique_ptr<Model> copy_model(const Model& m) {
   return c;
 }
 
-double forward_flops(const Model& m, int64_t tokens) {
-  return 2.0 * static_cast<double>(m.params().num_params()) * static_cast<double>(tokens);
-}
 
 // ---- token log-probabilities -----------------------------------------------------------
 
@@ -108,6 +105,7 @@ void TokenLogprobs::forward(Model& model, Hooks* hooks, const Sequences& s, bool
     }
   probs_.resize(static_cast<size_t>(B * Tc * V));
   ops::linear_forward(probs_.data(), hidden_.data(), lm_head_param(model).data, nullptr, B * Tc, C, V);
+  model.count_flops(2.0 * static_cast<double>(B * Tc) * static_cast<double>(C) * static_cast<double>(V));
   logp_.assign(static_cast<size_t>(B * Tc), 0.0f);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < s.cont_len(b); ++i) {
@@ -141,6 +139,7 @@ void TokenLogprobs::backward(Model& model, Hooks* hooks, const float* dlogp, con
   Param& w = lm_head_param(model);
   std::vector<float> dh(static_cast<size_t>(N * C), 0.0f);
   ops::linear_backward(dh.data(), w.grad, nullptr, dlogits.data(), hidden_.data(), w.data, N, C, V);
+  model.count_flops(2.0 * static_cast<double>(N) * static_cast<double>(C) * static_cast<double>(V) * (w.grad ? 2 : 1));
   w.grad_fresh = false;  // accumulated into the model's own gradient: later writers must add
   if (dhidden)
     for (int64_t k = 0; k < N * C; ++k) dh[k] += dhidden[k];
@@ -164,23 +163,16 @@ std::vector<double> TokenLogprobs::sums() const {
 
 // ---- training helpers ------------------------------------------------------------------
 
-std::vector<std::vector<float>> snapshot_trainable(const std::vector<ParamStore*>& stores) {
-  std::vector<std::vector<float>> snap;
-  for (auto* st : stores)
-    for (auto& p : st->params())
-      if (p.trainable) snap.emplace_back(p.data, p.data + p.numel());
+std::vector<ParamSnapshot> snapshot_trainable(const std::vector<ParamStore*>& stores) {
+  std::vector<ParamSnapshot> snap;
+  for (auto* st : stores) snap.push_back(st->snapshot_trainable());
   return snap;
 }
 
-void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<std::vector<float>>& snap) {
-  size_t k = 0;
-  for (auto* st : stores)
-    for (auto& p : st->params())
-      if (p.trainable) {
-        TB_CHECK(k < snap.size() && static_cast<int64_t>(snap[k].size()) == p.numel(), "snapshot mismatch at " << p.name);
-        std::copy(snap[k].begin(), snap[k].end(), p.data);
-        ++k;
-      }
+void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<ParamSnapshot>& snap) {
+  if (snap.empty()) return;
+  TB_CHECK(snap.size() == stores.size(), "snapshot of another set of stores");
+  for (size_t i = 0; i < stores.size(); ++i) stores[i]->restore(snap[i]);
 }
 
 double bradley_terry(const float* r, int64_t B, float* dr, int64_t& correct) {
@@ -325,7 +317,6 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
                                 Meter* meter) {
   if (train.empty()) throw InputError("rlhf: no training preference pairs (every sampled pair was a tie)");
   RewardFitStats st;
-  const double t0 = now_seconds();
   const bool head_only = cfg_.train == "head";
   const int64_t C = model_->config().hidden, maxT = model_->config().max_positions;
   auto stores = trainable_stores();
@@ -374,7 +365,10 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
 
   // A frozen body gives every continuation the same features in every epoch: compute them once.
   std::vector<float> train_feats, dev_feats;
+  double train_s = 0.0;  // the training steps' seconds (and the train features')
   if (head_only) {
+    const double tf0 = now_seconds();
+    const FlopScope flops(*model_, st.flops);
     std::vector<float> h;
     std::vector<size_t> all(conts.size());
     std::iota(all.begin(), all.end(), size_t{0});
@@ -387,11 +381,10 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
       train_feats.insert(train_feats.end(), h.begin(), h.end());
       tok += seq.num_tokens();
     }
-    dev_feats = features(dev);
-    for (const auto& p : dev) tok += 2 * static_cast<int64_t>(p.prompt_tokens.size()) + static_cast<int64_t>(p.chosen.size() + p.rejected.size());
     st.tokens += tok;
-    st.flops += forward_flops(*model_, tok);
+    train_s += now_seconds() - tf0;
   }
+  if (head_only) dev_feats = features(dev);  // dev evaluation: not training
   auto head_accuracy = [&](const std::vector<float>& feats, size_t n) {
     std::vector<float> r(2 * n);
     head_.forward(r.data(), feats.data(), static_cast<int64_t>(2 * n));
@@ -410,14 +403,14 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
   std::iota(order.begin(), order.end(), size_t{0});
   std::mt19937_64 rng(cfg_.seed ^ 0xb7ull);
   double best = -1.0;
-  std::vector<std::vector<float>> best_weights;
+  std::vector<ParamSnapshot> best_weights;
   int64_t step = 0;
-  const double P = static_cast<double>(model_->params().num_params());
-  const double trainable_body = static_cast<double>(model_->params().num_trainable());
   for (int64_t ep = 0; ep < cfg_.epochs; ++ep) {
     std::shuffle(order.begin(), order.end(), rng);
     double loss_sum = 0.0;
     for (size_t i = 0; i < G; i += groups_per_step) {
+      const double ts0 = now_seconds();
+      const FlopScope step_flops(*model_, st.flops);
       const size_t ng = std::min(G - i, groups_per_step);
       std::vector<size_t> idx;
       std::map<size_t, int64_t> row;  // continuation -> row of this step
@@ -453,7 +446,7 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
           meter->status = "diverged";
           meter->status_message = "reward model: non-finite Bradley–Terry loss at step " + std::to_string(step);
         }
-        st.seconds = now_seconds() - t0;
+        st.seconds = train_s + (now_seconds() - ts0);
         return st;
       }
       for (auto* s : stores) s->zero_grads();
@@ -465,12 +458,11 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
         std::vector<float> dhidden;
         pooled_backward(seq, dpooled.data(), dhidden);
         model_->backward(dhidden.data(), lora_.get());
-        const int64_t tok = seq.num_tokens();
-        st.tokens += tok;
-        st.flops += (4.0 * P + 2.0 * trainable_body) * static_cast<double>(tok);
+        st.tokens += seq.num_tokens();
       }
       opt.step(schedule_lr(Schedule::cosine, static_cast<float>(cfg_.lr), step, total / 20, total, 0.1f));
       ++step;
+      train_s += now_seconds() - ts0;
       loss_sum += loss * static_cast<double>(ng);
       if (meter && meter->progress) meter->progress("reward model", step, total, loss);
     }
@@ -485,7 +477,7 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
     }
   }
   restore_trainable(stores, best_weights);
-  st.seconds = now_seconds() - t0;
+  st.seconds = train_s;
   return st;
 }
 

@@ -73,8 +73,10 @@ class TokenLogprobs {
 };
 
 // Stores' trainable values, for best-epoch selection.
-std::vector<std::vector<float>> snapshot_trainable(const std::vector<ParamStore*>& stores);
-void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<std::vector<float>>& snap);
+std::vector<ParamSnapshot> snapshot_trainable(const std::vector<ParamStore*>& stores);
+// Through ParamStore::restore, so the bf16 copies follow the restored values. An empty
+// snapshot (no epoch was kept) restores nothing.
+void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<ParamSnapshot>& snap);
 
 // The Bradley–Terry objective on a batch of B pairs with rewards r = (chosen (B), rejected
 // (B)): mean −log σ(r_c − r_r). Writes dr (2B) = ∂loss/∂r and returns the loss; `correct`
@@ -98,6 +100,8 @@ struct RewardConfig {
   uint64_t seed = 0;
 };
 
+// tokens, seconds, flops: the training steps' (and a frozen body's train features'); the
+// per-epoch dev passes are not training.
 struct RewardFitStats {
   std::vector<double> train_loss;    // per epoch
   std::vector<double> dev_accuracy;  // per epoch (NaN without dev pairs)
@@ -130,6 +134,8 @@ class RewardModel {
   // Trainable tensors for the adaptation file.
   std::vector<const ParamStore*> stores() const;
   const std::string& train_mode() const { return cfg_.train; }
+  // The model it runs: the shared base, or its own copy (full).
+  const Model& model() const { return *model_; }
 
  private:
   std::vector<ParamStore*> trainable_stores();
@@ -148,7 +154,5 @@ class RewardModel {
   int64_t activation_bytes_ = 0;
 };
 
-// Model FLOPs of a forward over `tokens` tokens.
-double forward_flops(const Model& m, int64_t tokens);
 
 }  // namespace tb::methods::rlhf

@@ -42,10 +42,9 @@ void whiten(std::vector<std::vector<float>*>& xs, bool shift_mean) {
     for (float& v : *x) v = static_cast<float>((v - mean) * inv + (shift_mean ? 0.0 : mean));
 }
 
-double body_backward_flops(const Model& m, int64_t tokens) {
-  // Backward through the body: 2·P for input gradients plus 2·(trainable base) for weights.
-  return (2.0 * static_cast<double>(m.params().num_params()) + 2.0 * static_cast<double>(m.params().num_trainable())) *
-         static_cast<double>(tokens);
+// Matmul FLOPs executed so far by the policy and the reference (once when they are one model).
+double policy_reference_flops(const Model& policy, const Model& reference) {
+  return policy.flop_count() + (&reference == &policy ? 0.0 : reference.flop_count());
 }
 
 }  // namespace
@@ -153,11 +152,6 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
   acfg.clip_norm = static_cast<float>(cfg_.clip);
   auto opt = AdamW::for_stores(stores, acfg);
   optimizer_bytes_ = opt.state_bytes();
-  const double trainable_policy = [&] {
-    double n = 0;
-    for (auto* s : policy_stores_) n += static_cast<double>(s->num_trainable());
-    return n;
-  }();
 
   std::mt19937_64 rng(cfg_.seed ^ 0x99ull);
   std::vector<size_t> order(prompts.size());
@@ -176,6 +170,7 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
 
     // ---- rollouts: sample, then score under policy, value head, reference and reward.
     const double t0 = now_seconds();
+    const double rollout_f0 = policy_reference_flops(policy_, reference_);
     std::vector<std::vector<int32_t>> batch_prompts;
     std::vector<size_t> which;
     for (size_t k = 0; k < B; ++k) {
@@ -219,7 +214,7 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
       scored_tokens += seq.num_tokens();
     }
     st.rollout_seconds = now_seconds() - t0;
-    rollout_flops_ += forward_flops(policy_, st.rollout_tokens) + 2.0 * forward_flops(policy_, scored_tokens);
+    rollout_flops_ += policy_reference_flops(policy_, reference_) - rollout_f0;
 
     // ---- rewards: −β·(log π − log π_ref) per token, the score on the last token.
     std::vector<std::vector<float>*> all_rewards, all_adv;
@@ -257,6 +252,7 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
 
     // ---- updates: epochs of shuffled minibatches on the clipped objectives.
     const double t1 = now_seconds();
+    const double update_f0 = policy_.flop_count();
     int64_t n_steps = 0, n_tok_all = 0;
     std::vector<size_t> perm(B);
     std::iota(perm.begin(), perm.end(), size_t{0});
@@ -322,8 +318,7 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
       st.approx_kl /= static_cast<double>(n_steps);
     }
     st.update_seconds = now_seconds() - t1;
-    update_flops_ += forward_flops(policy_, n_tok_all) + body_backward_flops(policy_, n_tok_all) +
-                     2.0 * trainable_policy * static_cast<double>(n_tok_all);
+    update_flops_ += policy_.flop_count() - update_f0;
     kl_.update(st.kl, cfg_.rollout_batch);
     history.push_back(st);
     if (on_iteration) on_iteration(st);
@@ -354,6 +349,7 @@ DpoTrainer::DpoTrainer(Model& policy, Hooks* policy_hooks, std::vector<ParamStor
 void DpoTrainer::set_reference(const std::string& name, const std::vector<PreferencePair>& pairs) {
   RefLogps r;
   TokenLogprobs lp;
+  const FlopScope flops(policy_, flops_);
   const auto bs = static_cast<size_t>(cfg_.batch);
   for (size_t i = 0; i < pairs.size(); i += bs) {
     const size_t n = std::min(pairs.size() - i, bs);
@@ -363,7 +359,7 @@ void DpoTrainer::set_reference(const std::string& name, const std::vector<Prefer
     r.chosen.insert(r.chosen.end(), s.begin(), s.begin() + static_cast<int64_t>(n));
     r.rejected.insert(r.rejected.end(), s.begin() + static_cast<int64_t>(n), s.end());
     tokens_ += seq.num_tokens();
-    flops_ += forward_flops(policy_, seq.num_tokens());
+
   }
   refs_[name] = std::move(r);
 }
@@ -384,8 +380,6 @@ std::vector<DpoStep> DpoTrainer::train(const std::string& name, const std::vecto
   acfg.clip_norm = static_cast<float>(cfg_.clip);
   auto opt = AdamW::for_stores(stores_, acfg);
   optimizer_bytes_ = opt.state_bytes();
-  double trainable = 0;
-  for (auto* s : stores_) trainable += static_cast<double>(s->num_trainable());
   std::vector<size_t> order(pairs.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::mt19937_64 rng(cfg_.seed ^ 0xd0ull);
@@ -397,6 +391,7 @@ std::vector<DpoStep> DpoTrainer::train(const std::string& name, const std::vecto
     for (size_t i = 0; i < pairs.size(); i += bs) {
       const size_t n = std::min(pairs.size() - i, bs);
       std::vector<PreferencePair> batch;
+      const FlopScope step_flops(policy_, flops_);  // the step, not the per-epoch dev pass
       for (size_t k = 0; k < n; ++k) batch.push_back(pairs[order[i + k]]);
       const auto seq = pair_sequences(batch, 0, n, policy_.config().max_positions);
       for (auto* s : stores_) s->zero_grads();
@@ -426,7 +421,7 @@ std::vector<DpoStep> DpoTrainer::train(const std::string& name, const std::vecto
       opt.step(static_cast<float>(cfg_.lr));
       const int64_t tok = seq.num_tokens();
       tokens_ += tok;
-      flops_ += forward_flops(policy_, tok) + body_backward_flops(policy_, tok) + 2.0 * trainable * static_cast<double>(tok);
+
       steps.push_back(step);
     }
     if (on_epoch && !steps.empty()) on_epoch(ep, steps.back());

@@ -14,6 +14,7 @@
 #include "harness/core/generate.h"
 #include "harness/core/ops.h"
 #include "harness/core/safetensors.h"
+#include "methods/lm_scoring.h"
 
 namespace tb::methods {
 
@@ -159,29 +160,16 @@ std::vector<ParamStore*> ClassificationTrainer::all_stores() {
   return s;
 }
 
-void ClassificationTrainer::snapshot(std::vector<std::vector<float>>& dst) const {
-  dst.clear();
-  auto take = [&](const ParamStore& s) {
-    for (const auto& p : s.params())
-      if (p.trainable) dst.emplace_back(p.data, p.data + p.numel());
-  };
-  for (auto* s : adaptation_.stores) take(*s);
-  if (head_) take(head_->store());
-  take(ctx_.model.params());
+std::vector<ParamSnapshot> ClassificationTrainer::snapshot() {
+  std::vector<ParamSnapshot> snap;
+  for (auto* s : all_stores()) snap.push_back(s->snapshot_trainable());
+  return snap;
 }
 
-void ClassificationTrainer::restore(const std::vector<std::vector<float>>& src) {
-  size_t i = 0;
-  auto put = [&](ParamStore& s) {
-    for (auto& p : s.params())
-      if (p.trainable) {
-        std::copy(src.at(i).begin(), src.at(i).end(), p.data);
-        ++i;
-      }
-  };
-  for (auto* s : adaptation_.stores) put(*s);
-  if (head_) put(head_->store());
-  put(ctx_.model.params());
+void ClassificationTrainer::restore(const std::vector<ParamSnapshot>& snap) {
+  const auto stores = all_stores();
+  TB_CHECK(snap.size() == stores.size(), "snapshot of another set of stores");
+  for (size_t i = 0; i < stores.size(); ++i) stores[i]->restore(snap[i]);
 }
 
 namespace {
@@ -209,7 +197,8 @@ std::vector<int32_t> encode_capped(const Tokenizer& tok, const std::string& text
 
 }  // namespace
 
-std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::vector<tasks::Example>& examples) {
+std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::vector<tasks::Example>& examples,
+                                                                    PassCost& cost) {
   std::vector<std::vector<double>> out(examples.size());
   const auto& task = ctx_.task;
   const bool mc = task.output_type() == tasks::OutputType::multiple_choice;
@@ -217,17 +206,18 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
                            (adaptation_.hooks ? adaptation_.hooks->num_virtual_tokens() + adaptation_.hooks->prefix_length() : 0);
   const int64_t max_len = std::min(cfg_.max_length, ctx_room);
   const auto t0 = std::chrono::steady_clock::now();
+  const FlopScope flops(ctx_.model, cost.flops);
   if (cfg_.objective == "lm") {
     std::vector<ScoreRequest> reqs;
     std::vector<std::pair<size_t, size_t>> owner;
     for (size_t i = 0; i < examples.size(); ++i) {
-      const auto prompt = encode_capped(ctx_.tokenizer, task.render(examples[i]), max_len, true);
+      const auto prompt = encode_prompt_capped(ctx_.model, ctx_.tokenizer, task.render(examples[i]), max_len);
       for (const auto& c : candidates(task, examples[i])) {
         auto cont = ctx_.tokenizer.encode(" " + c, SpecialTokens::as_text);
         reqs.push_back({prompt, cont});
         owner.emplace_back(i, out[i].size());
         out[i].push_back(0.0);
-        ctx_.meter.eval_tokens += static_cast<int64_t>(prompt.size() + cont.size());
+        cost.tokens += static_cast<int64_t>(prompt.size() + cont.size());
       }
     }
     const auto scores = score(ctx_.model, reqs, adaptation_.hooks, cfg_.batch);
@@ -259,7 +249,7 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
       for (int64_t b = 0; b < B; ++b) {
         std::copy(seqs[s + b].begin(), seqs[s + b].end(), toks.begin() + b * T);
         lens[b] = static_cast<int32_t>(seqs[s + b].size());
-        ctx_.meter.eval_tokens += lens[b];
+        cost.tokens += lens[b];
       }
       ctx_.model.forward(toks.data(), B, T, adaptation_.hooks, false);
       std::vector<float> pooled(B * C), logits(B * K);
@@ -272,13 +262,13 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
       }
     }
   }
-  ctx_.meter.eval_seconds += seconds_since(t0);
+  cost.seconds += seconds_since(t0);
   return out;
 }
 
 double ClassificationTrainer::accuracy(const std::vector<tasks::Example>& examples) {
   if (examples.empty()) return NAN;
-  const auto scores = class_scores(examples);
+  const auto scores = class_scores(examples, dev_cost_);
   int64_t correct = 0;
   for (size_t i = 0; i < examples.size(); ++i) {
     const auto& s = scores[i];
@@ -318,7 +308,7 @@ double ClassificationTrainer::train_epoch(int64_t epoch, AdamW& opt, int64_t& st
       const auto& ex = train[order[i]];
       const int64_t first = static_cast<int64_t>(seqs.size());
       if (cfg_.objective == "lm") {
-        const auto prompt = encode_capped(ctx_.tokenizer, task.render(ex), max_len, true);
+        const auto prompt = encode_prompt_capped(ctx_.model, ctx_.tokenizer, task.render(ex), max_len);
         for (const auto& c : candidates(task, ex)) {
           auto seq = prompt;
           auto cont = ctx_.tokenizer.encode(" " + c, SpecialTokens::as_text);
@@ -326,7 +316,7 @@ double ClassificationTrainer::train_epoch(int64_t epoch, AdamW& opt, int64_t& st
           int64_t pl = static_cast<int64_t>(prompt.size());
           if (static_cast<int64_t>(seq.size()) > ctx_room) {
             const int64_t cut = static_cast<int64_t>(seq.size()) - ctx_room;
-            seq.erase(seq.begin(), seq.begin() + cut);
+            drop_prompt_front(ctx_.model, seq, cut);
             pl -= cut;
           }
           seqs.push_back(std::move(seq));
@@ -448,10 +438,17 @@ void ClassificationTrainer::fit() {
   int64_t step = 0;
   double best = -1;
   int64_t best_epoch = -1, since_best = 0;
-  std::vector<std::vector<float>> best_weights;
+  std::vector<ParamSnapshot> best_weights;
   nlohmann::json epochs = nlohmann::json::array();
   for (int64_t ep = 0; ep < cfg_.epochs; ++ep) {
-    const double loss = train_epoch(ep, opt, step, total);
+    // Training time and FLOPs: the steps of the epoch, not the dev pass after it.
+    const auto t_epoch = std::chrono::steady_clock::now();
+    double loss = 0.0;
+    {
+      const FlopScope flops(model, meter.train_flops);
+      loss = train_epoch(ep, opt, step, total);
+    }
+    meter.train_seconds += seconds_since(t_epoch);
     ++meter.epochs;
     if (meter.status == "diverged") break;
     const double dev = ctx_.dev.empty() ? NAN : accuracy(ctx_.dev);
@@ -462,7 +459,7 @@ void ClassificationTrainer::fit() {
       best = score;
       best_epoch = ep;
       since_best = 0;
-      snapshot(best_weights);
+      best_weights = snapshot();
     } else if (++since_best >= cfg_.patience) {
       break;
     }
@@ -472,21 +469,20 @@ void ClassificationTrainer::fit() {
   meter.details["epochs"] = epochs;
   meter.details["best_epoch"] = best_epoch;
   meter.details["objective"] = cfg_.objective;
-  // Model FLOPs: forward 2·P per token; backward through the body 2·P (inputs) + 2·trainable.
-  const double P = static_cast<double>(model.params().num_params());
-  const bool body = adaptation_.hooks != nullptr || model.params().num_trainable() > 0;
-  const double per_tok = 2 * P + (body ? 2 * P + 2 * static_cast<double>(model.params().num_trainable()) : 0);
-  meter.train_flops += per_tok * static_cast<double>(meter.train_tokens);
+  meter.details["dev_eval"] = dev_cost_.to_json();
 }
 
 std::vector<Prediction> ClassificationTrainer::predict(const std::vector<tasks::Example>& examples) {
-  const auto scores = class_scores(examples);
+  PassCost cost;
+  const auto scores = class_scores(examples, cost);
+  ctx_.meter.eval_tokens += cost.tokens;
+  ctx_.meter.eval_seconds += cost.seconds;
+  ctx_.meter.eval_flops += cost.flops;
   std::vector<Prediction> out(examples.size());
   for (size_t i = 0; i < examples.size(); ++i) {
     out[i].scores = scores[i];
     out[i].label = scores[i].empty() ? -1 : static_cast<int>(std::max_element(scores[i].begin(), scores[i].end()) - scores[i].begin());
   }
-  ctx_.meter.eval_flops += 2.0 * static_cast<double>(ctx_.model.params().num_params()) * static_cast<double>(ctx_.meter.eval_tokens);
   return out;
 }
 

@@ -76,13 +76,22 @@ struct Adaptation {
   std::vector<ParamStore*> stores;
 };
 
+// Tokens, seconds and model FLOPs of a set of forward passes (the trainer's dev passes).
+struct PassCost {
+  int64_t tokens = 0;
+  double seconds = 0.0;
+  double flops = 0.0;
+  nlohmann::json to_json() const { return {{"tokens", tokens}, {"seconds", seconds}, {"flops", flops}}; }
+};
+
 class ClassificationTrainer {
  public:
   ClassificationTrainer(RunContext& ctx, const TrainConfig& cfg, Adaptation adaptation);
   ~ClassificationTrainer();
 
   // Trains on ctx.train, selects on ctx.dev, fills ctx.meter (loss curve, steps, tokens,
-  // times, memory breakdown, details.best_epoch).
+  // times, memory breakdown, details.best_epoch). train_seconds / train_flops cover the
+  // training steps only; the dev passes are details.dev_eval {tokens, seconds, flops}.
   void fit();
   std::vector<Prediction> predict(const std::vector<tasks::Example>& examples);
 
@@ -91,14 +100,18 @@ class ClassificationTrainer {
   // Trainable parameters of the head (0 with the lm objective).
   int64_t head_params() const;
   const ClassifierHead* head() const { return head_.get(); }
-  // Accuracy of `examples` under the current weights (used for dev selection).
+  // Accuracy of `examples` under the current weights (used for dev selection); its cost is
+  // added to dev_cost() (not to the meter's eval figures, which are the test predictions').
   double accuracy(const std::vector<tasks::Example>& examples);
+  const PassCost& dev_cost() const { return dev_cost_; }
 
  private:
   double train_epoch(int64_t epoch, AdamW& opt, int64_t& step, int64_t total_steps);
-  std::vector<std::vector<double>> class_scores(const std::vector<tasks::Example>& examples);
-  void snapshot(std::vector<std::vector<float>>& dst) const;
-  void restore(const std::vector<std::vector<float>>& src);
+  std::vector<std::vector<double>> class_scores(const std::vector<tasks::Example>& examples, PassCost& cost);
+  // The trainable values of every store (ParamStore::snapshot / restore, which keep the
+  // bf16 copies consistent).
+  std::vector<ParamSnapshot> snapshot();
+  void restore(const std::vector<ParamSnapshot>& snap);
   std::vector<ParamStore*> all_stores();
 
   RunContext& ctx_;
@@ -106,6 +119,7 @@ class ClassificationTrainer {
   Adaptation adaptation_;
   std::unique_ptr<ClassifierHead> head_;
   int64_t num_classes_ = 0;
+  PassCost dev_cost_;
 };
 
 // Count of trainable values across stores (trainable flags set).

@@ -23,8 +23,7 @@ int num_classes(const Task& t, const std::vector<Example>& examples) {
   return static_cast<int>(n);
 }
 
-int majority_label(const Task& t) {
-  const auto& train = t.split("train").empty() ? t.split("dev") : t.split("train");
+int majority_label(const Task& t, const std::vector<Example>& train) {
   if (train.empty()) throw InputError("task " + t.name() + ": no train or dev examples to take a majority from");
   std::vector<int> count(static_cast<std::size_t>(std::max(num_classes(t, train), 1)), 0);
   for (const auto& e : train)
@@ -58,13 +57,13 @@ std::vector<std::string> reference_methods(const Task& task) {
 }
 
 std::vector<int> reference_predict(const Task& task, const std::string& method,
-                                   const std::vector<Example>& examples) {
+                                   const std::vector<Example>& examples, const std::vector<Example>& train) {
   const auto applicable = reference_methods(task);
   if (std::find(applicable.begin(), applicable.end(), method) == applicable.end())
     throw InputError("reference method '" + method + "' does not apply to task " + task.name());
   std::vector<int> pred;
   if (method == "majority") {
-    pred.assign(examples.size(), majority_label(task));
+    pred.assign(examples.size(), majority_label(task, train));
   } else {
     const auto& names = task.label_names();
     const int pos = static_cast<int>(std::find(names.begin(), names.end(), "positive") - names.begin());

@@ -20,9 +20,10 @@ namespace tb::tasks {
 std::vector<std::string> reference_methods(const Task& task);
 
 // Predicted label indices of a reference method on examples; InputError if it does not
-// apply to the task.
+// apply to the task. `train`: the labelled examples the majority is taken from — the run's
+// train split (its dev split when train is empty), i.e. the --limit subset the run sees.
 std::vector<int> reference_predict(const Task& task, const std::string& method,
-                                   const std::vector<Example>& examples);
+                                   const std::vector<Example>& examples, const std::vector<Example>& train);
 
 struct Evaluation {
   std::vector<MetricValue> overall;                          // in the task's metric order

@@ -453,4 +453,26 @@ double Task::gold_reward(std::string_view prompt, std::string_view continuation)
   return afinn.analyze(full).score - afinn.analyze(prompt).score;
 }
 
+// FNV-1a mixes poorly in its high bits for ids that differ in one character ("train0-1" vs
+// "train1-1"), so the order is by its SplitMix64 finalisation.
+std::uint64_t subset_key(const std::string& id) {
+  std::uint64_t z = data::fnv1a64(id);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+std::vector<Example> hashed_subset(const std::vector<Example>& v, int64_t n) {
+  if (n <= 0 || static_cast<int64_t>(v.size()) <= n) return v;
+  std::vector<std::pair<std::uint64_t, std::size_t>> keyed;
+  for (std::size_t i = 0; i < v.size(); ++i) keyed.emplace_back(subset_key(v[i].id.empty() ? v[i].text : v[i].id), i);
+  std::nth_element(keyed.begin(), keyed.begin() + n, keyed.end());
+  std::vector<std::size_t> chosen;
+  for (int64_t i = 0; i < n; ++i) chosen.push_back(keyed[static_cast<std::size_t>(i)].second);
+  std::sort(chosen.begin(), chosen.end());
+  std::vector<Example> out;
+  for (auto i : chosen) out.push_back(v[i]);
+  return out;
+}
+
 }  // namespace tb::tasks

@@ -79,6 +79,15 @@ struct TaskSpec {
   std::string judge;                     // preference: "afinn"
 };
 
+// The hashed subset every sample of a split uses (the runner's --limit, the held-out RLHF
+// pairs, the prompt method's template search, the majority reference row): the n examples
+// whose ids (their text when the id is empty) hash lowest, in split order. The same subset
+// for every method and seed, and unbiased when a split file is sorted by label (its first
+// n rows would all share one class). n <= 0 or n >= size: the whole split.
+std::vector<Example> hashed_subset(const std::vector<Example>& v, int64_t n);
+// The order key of that subset (also used for --limit's document subset).
+std::uint64_t subset_key(const std::string& id);
+
 // Reads and validates a spec. Unknown keys, unknown output types, unknown metrics, a
 // template with an unknown placeholder, verbalisers not matching labels → InputError
 // naming the file and the key.

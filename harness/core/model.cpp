@@ -469,7 +469,28 @@ void Model::set_precision(Precision p) {
   precision_ = p;
 }
 
+namespace {
+// 2·M·N·K of one product.
+double mm_flops(int64_t M, int64_t N, int64_t K) {
+  return 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+}
+// Attention over B sequences of T query rows attending to L = prefix + T keys: the score
+// and value products, full (B,NH,T,L) blocks (the masked half included).
+double attention_flops(int64_t B, int64_t NH, int64_t T, int64_t L, int64_t hs) {
+  return 2.0 * mm_flops(B * NH * T, L, hs);
+}
+}  // namespace
+
+double Model::forward_flops(const ModelConfig& c, int64_t B, int64_t T) {
+  const int64_t N = B * T, C = c.hidden, F = c.intermediate, hs = c.head_dim;
+  const double proj = c.family == Family::gpt2 ? mm_flops(N, 3 * C, C) + mm_flops(N, C, C) + 2 * mm_flops(N, F, C)
+                                               : mm_flops(N, c.n_head * hs, C) + 2 * mm_flops(N, c.n_kv_head * hs, C) +
+                                                     mm_flops(N, C, c.n_head * hs) + 3 * mm_flops(N, F, C);
+  return static_cast<double>(c.n_layer) * (proj + attention_flops(B, c.n_head, T, T, hs));
+}
+
 void Model::lm_head_forward(float* out, const float* x, int64_t N) const {
+  flops_ += mm_flops(N, cfg_.vocab_size, cfg_.hidden);
   if (precision_ == Precision::bf16)
     ops::linear_forward_bf16(out, x, lm_head_->bf16_data(), nullptr, N, cfg_.hidden, cfg_.vocab_size);
   else
@@ -477,6 +498,7 @@ void Model::lm_head_forward(float* out, const float* x, int64_t N) const {
 }
 
 void Model::lm_head_backward(float* dx, const float* dlogits, const float* x, int64_t N) const {
+  flops_ += mm_flops(N, cfg_.vocab_size, cfg_.hidden) * ((dx ? 1 : 0) + (lm_head_->grad ? 1 : 0));
   if (precision_ == Precision::bf16)
     ops::linear_backward_bf16(dx, lm_head_->grad, nullptr, dlogits, x, lm_head_->bf16_data(), N,
                               cfg_.hidden, cfg_.vocab_size, lm_head_->grad_fresh);
@@ -489,6 +511,7 @@ void Model::lm_head_backward(float* dx, const float* dlogits, const float* x, in
 void Model::linear_forward(int layer, Site site, float* y, const float* x, const Param* w,
                            const Param* b, int64_t N, int64_t IC, int64_t OC, Hooks* hooks,
                            bool training) const {
+  flops_ += mm_flops(N, OC, IC);
   if (precision_ == Precision::bf16)
     ops::linear_forward_bf16(y, x, w->bf16_data(), b ? b->data : nullptr, N, IC, OC);
   else
@@ -502,6 +525,7 @@ void Model::linear_backward(int layer, Site site, float* dx, const float* dy, co
   // x is null when the forward did not save this input (nothing needed it, see Acts).
   TB_CHECK(x || (!w->grad && !(hooks && hooks->has_delta(layer, site))),
            "backward needs the input of " << w->name << ", which the forward did not save");
+  flops_ += mm_flops(N, OC, IC) * ((dx ? 1 : 0) + (w->grad ? 1 : 0));
   if (precision_ == Precision::bf16)
     ops::linear_backward_bf16(dx, w->grad, b ? b->grad : nullptr, dy, x, w->bf16_data(), N, IC, OC, w->grad_fresh);
   else
@@ -583,6 +607,7 @@ void Model::forward(const int32_t* tokens, int64_t B, int64_t T, Hooks* hooks, b
       s.kv_ld = NKV * hs;
     }
     if (Pp > 0) hooks->prefix_forward(li, A.pk.data(), A.pv.data(), NKV, hs);
+    flops_ += attention_flops(B, NH, Tt, Pp + Tt, hs);
     ops::attention_forward(A.atty.data(), A.att.data(), q, k, v, Pp ? A.pk.data() : nullptr,
                            Pp ? A.pv.data() : nullptr, s);
     linear_forward(li, Site::o, A.attproj.data(), A.atty.data(), P.o_w, P.o_b, N, NH * hs, C, hooks, training);
@@ -812,6 +837,8 @@ void Model::backward(const float* dfinal, Hooks* hooks) {
       zero(a.dpk);
       zero(a.dpv);
     }
+    // dv, d(att), dq, dk (and the prefix's dpk, dpv): twice the forward's products.
+    flops_ += 2.0 * attention_flops(B, NH, Tt, Pp + Tt, hs);
     ops::attention_backward(dq, dk, dv, Pp ? a.dpk.data() : nullptr, Pp ? a.dpv.data() : nullptr,
                             a.dscratch.data(), a.datty.data(), A.att.data(), q, k, v,
                             Pp ? A.pk.data() : nullptr, Pp ? A.pv.data() : nullptr, s);
@@ -929,6 +956,7 @@ void Model::forward_cached(const int32_t* tokens, int64_t B, int64_t T, KVCache&
       s.q_ld = NH * hs;
       s.kv_ld = NKV * hs;
     }
+    flops_ += attention_flops(B, NH, Tt, pos0 + Tt, hs);
     ops::attention_forward(atty.data(), att.data(), q, k, v, pos0 ? cache.k_at(l) : nullptr,
                            pos0 ? cache.v_at(l) : nullptr, s);
     // Append this step's keys and values: cache (B, NKV, S, hs) at positions pos0.. .

@@ -135,6 +135,21 @@ class Model {
   void forward_cached(const int32_t* tokens, int64_t B, int64_t T, KVCache& cache,
                       float* logits_out, bool last_only = false, Hooks* hooks = nullptr);
 
+  // Matmul FLOPs this model has executed since construction, 2·M·N·K per product: every
+  // linear layer's forward; in backward its input-gradient GEMM and, only where the weight
+  // trains, its weight-gradient GEMM, for the layers backward actually ran through; the LM
+  // head only when it ran (logits, losses, cached inference); attention's score (Q·Kᵀ) and
+  // value (A·V) products and their gradients, including the masked half the batched kernel
+  // computes. Hooks' own products (LoRA, prefix MLP) and heads outside the model are not
+  // counted. Monotonic: callers read the difference around what they meter.
+  double flop_count() const { return flops_; }
+  // Adds products a caller ran on this model's weights outside forward/backward (an LM head
+  // applied to selected rows only), so they are counted with the model's own.
+  void count_flops(double flops) const { flops_ += flops; }
+  // Closed-form count of one forward over B sequences of T tokens (no hooks, no cache),
+  // without the LM head; what flop_count() grows by for such a forward.
+  static double forward_flops(const ModelConfig& cfg, int64_t B, int64_t T);
+
   // Activation bytes of the last forward (the analytic memory breakdown reads this).
   int64_t activation_bytes() const;
   // Frees every saved activation and scratch buffer (the next forward allocates again);
@@ -178,6 +193,7 @@ class Model {
   std::vector<float> logits_buf_, dlogits_buf_, dfinal_buf_;
   int64_t loss_count_ = 0;
   int32_t ignore_index_ = -100;
+  mutable double flops_ = 0.0;
 };
 
 // Per-layer key/value cache for incremental decoding: layout (B, NKV, S, hs) per layer.

@@ -115,6 +115,32 @@ void ParamStore::touch_all() {
   for (auto& p : params_) p.touch();
 }
 
+ParamSnapshot ParamStore::snapshot(const std::function<bool(const Param&)>& pred) const {
+  ParamSnapshot s;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Param& p = params_[i];
+    if (!pred(p)) continue;
+    s.index.push_back(i);
+    s.values.emplace_back(p.data, p.data + p.numel());
+  }
+  return s;
+}
+
+ParamSnapshot ParamStore::snapshot_trainable() const {
+  return snapshot([](const Param& p) { return p.trainable; });
+}
+
+void ParamStore::restore(const ParamSnapshot& snap) {
+  TB_CHECK(snap.index.size() == snap.values.size(), "malformed parameter snapshot");
+  for (size_t k = 0; k < snap.index.size(); ++k) {
+    TB_CHECK(snap.index[k] < params_.size(), "snapshot of another store (index " << snap.index[k] << ")");
+    Param& p = params_[snap.index[k]];
+    TB_CHECK(static_cast<int64_t>(snap.values[k].size()) == p.numel(), "snapshot mismatch at " << p.name);
+    std::copy(snap.values[k].begin(), snap.values[k].end(), p.data);
+    p.touch();
+  }
+}
+
 Param* ParamStore::find(const std::string& name) {
   for (auto& p : params_)
     if (p.name == name) return &p;

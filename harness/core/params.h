@@ -38,6 +38,13 @@ struct Param {
   const std::uint16_t* bf16_data() const;
 };
 
+// Values of some parameters of one store (ParamStore::snapshot), for restoring later.
+struct ParamSnapshot {
+  std::vector<size_t> index;               // parameter indices in the store
+  std::vector<std::vector<float>> values;  // their values, in the same order
+  bool empty() const { return index.empty(); }
+};
+
 class ParamStore {
  public:
   ParamStore() = default;
@@ -78,6 +85,14 @@ class ParamStore {
   int64_t bf16_bytes() const { return bf16_count_ * 2; }
   // Marks every value as changed (after a bulk write such as a load).
   void touch_all();
+
+  // A copy of the values of the parameters matching `pred` (default: the trainable ones).
+  ParamSnapshot snapshot(const std::function<bool(const Param&)>& pred) const;
+  ParamSnapshot snapshot_trainable() const;
+  // Writes a snapshot of this store back. Every restored parameter is touched, so derived
+  // copies (bf16) are re-made from the restored values before their next use, even when the
+  // optimizer had marked them current. The one way a snapshot goes back into a store.
+  void restore(const ParamSnapshot& snap);
 
   int64_t num_params() const;
   int64_t num_trainable() const;

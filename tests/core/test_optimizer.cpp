@@ -150,6 +150,46 @@ TEST(AdamW, FrozenParamsBitIdenticalAndStatelessAfterSteps) {
   EXPECT_NE(s.get("train").data[3], 0.0f);
 }
 
+// Restoring a snapshot after optimizer steps (best-epoch selection) must also restore what
+// the bf16 matmuls read: AdamW marks each bf16 copy current after its step, so a restore
+// that only wrote `data` would leave the copies at the last step's values.
+TEST(Params, RestoreRefreshesBf16Copies) {
+  tb::ParamStore s;
+  s.declare("w", {4, 33}, true);
+  s.declare("bias", {33}, false);
+  s.declare("frozen", {5}, true);
+  s.allocate();
+  for (auto& p : s.params())
+    for (int64_t i = 0; i < p.numel(); ++i) p.data[i] = 0.1f * static_cast<float>(i % 17) - 0.7f;
+  s.set_trainable([](const tb::Param& p) { return p.name != "frozen"; }, true);
+  s.allocate_grads();
+  s.enable_bf16([](const tb::Param& p) { return p.shape.size() == 2; });
+  const tb::ParamSnapshot snap = s.snapshot_trainable();
+  ASSERT_EQ(snap.index.size(), 2u);
+  const std::vector<float> w0(s.get("w").data, s.get("w").data + s.get("w").numel());
+  const std::vector<float> b0(s.get("bias").data, s.get("bias").data + 33);
+  tb::AdamWConfig cfg;
+  cfg.lr = 0.05f;
+  auto opt = tb::AdamW::for_stores({&s}, cfg);
+  for (int step = 0; step < 3; ++step) {
+    for (auto& p : s.params())
+      if (p.grad)
+        for (int64_t i = 0; i < p.numel(); ++i) p.grad[i] = std::cos(0.3 * static_cast<double>(i + step));
+    opt.step(cfg.lr);
+  }
+  const tb::Param& w = s.get("w");
+  ASSERT_NE(w.data[0], w0[0]);
+  s.restore(snap);
+  for (int64_t i = 0; i < w.numel(); ++i) ASSERT_EQ(w.data[i], w0[static_cast<size_t>(i)]) << i;
+  for (int64_t i = 0; i < 33; ++i) ASSERT_EQ(s.get("bias").data[i], b0[static_cast<size_t>(i)]) << i;
+  const std::uint16_t* copy = w.bf16_data();
+  for (int64_t i = 0; i < w.numel(); ++i) ASSERT_EQ(copy[i], tb::f32_to_bf16(w0[static_cast<size_t>(i)])) << i;
+  // A snapshot of another shape is an error, not a silent partial copy.
+  tb::ParamSnapshot bad = snap;
+  bad.values[0].pop_back();
+  EXPECT_THROW(s.restore(bad), tb::Error);
+}
+
 TEST(AdamW, RejectsFrozenParamInGroup) {
   tb::ParamStore s;
   s.declare("w", {2}, true);

@@ -3,6 +3,7 @@
 // computations (bootstrap stderr included), reference rows, and `tunebench list tasks`.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -213,6 +214,40 @@ TEST(Metrics, BootstrapDrawsFollowTheDocumentedStream) {
   }
 }
 
+// The one subset rule (--limit, held-out RLHF pairs, template search, majority): the n
+// examples whose ids hash lowest, in split order — not the first n rows.
+TEST(Subset, HashedSubsetIsTheLowestHashedIdsInSplitOrder) {
+  std::vector<Example> v;
+  for (int i = 0; i < 50; ++i) {
+    Example e;
+    e.id = "row" + std::to_string(i);
+    e.text = "text " + std::to_string(i);
+    e.label = i < 25 ? 0 : 1;  // sorted by label: the first rows share one class
+    v.push_back(e);
+  }
+  const auto sub = hashed_subset(v, 10);
+  ASSERT_EQ(sub.size(), 10u);
+  std::vector<uint64_t> keys;
+  for (const auto& e : v) keys.push_back(subset_key(e.id));
+  std::vector<uint64_t> sorted = keys;
+  std::sort(sorted.begin(), sorted.end());
+  size_t last = 0;
+  for (size_t j = 0; j < sub.size(); ++j) {
+    const size_t i = static_cast<size_t>(std::stoi(sub[j].id.substr(3)));
+    EXPECT_LE(keys[i], sorted[9]) << sub[j].id;
+    if (j > 0) {
+      EXPECT_GT(i, last) << "not in split order";
+    }
+    last = i;
+  }
+  int ones = 0;
+  for (const auto& e : sub) ones += e.label;
+  EXPECT_GT(ones, 0);
+  EXPECT_LT(ones, 10);
+  EXPECT_EQ(hashed_subset(v, 0).size(), 50u);
+  EXPECT_EQ(hashed_subset(v, 80).size(), 50u);
+}
+
 TEST(Reference, MajorityAndAfinnRows) {
   const auto& reg = standard();
   auto yelp = reg.load("sentiment-yelp");
@@ -220,7 +255,7 @@ TEST(Reference, MajorityAndAfinnRows) {
   auto spam = reg.load("spam");
   EXPECT_EQ(reference_methods(*spam), std::vector<std::string>{"majority"});
   const auto& test = spam->split("test");
-  auto pred = reference_predict(*spam, "majority", test);
+  auto pred = reference_predict(*spam, "majority", test, spam->split("train"));
   int ham = 0;
   for (const auto& e : test) ham += e.label == 0;
   auto ev = evaluate_predictions(*spam, test, pred);
@@ -228,7 +263,14 @@ TEST(Reference, MajorityAndAfinnRows) {
   EXPECT_DOUBLE_EQ(ev.overall[0].value, static_cast<double>(ham) / static_cast<double>(test.size()));
   EXPECT_GT(ev.overall[0].std_error, 0.0);
   EXPECT_DOUBLE_EQ(ev.slices.at("hard_ham")[0].value, 1.0);  // majority = ham
-  EXPECT_THROW(reference_predict(*spam, "afinn", test), tb::InputError);
+  EXPECT_THROW(reference_predict(*spam, "afinn", test, spam->split("train")), tb::InputError);
+  // The majority is that of the examples the run trains on (its --limit subset), not of the
+  // task's whole train split: a subset of spam only predicts spam.
+  std::vector<Example> spam_rows;
+  for (const auto& e : spam->split("train"))
+    if (e.label == 1) spam_rows.push_back(e);
+  ASSERT_FALSE(spam_rows.empty());
+  EXPECT_EQ(reference_predict(*spam, "majority", test, spam_rows), std::vector<int>(test.size(), 1));
 
   // AFINN on all 1,000 sentences of each domain equals the npm package's own count.
   std::ifstream in(kSource / "tests/data/afinn_reference.json");
@@ -238,7 +280,7 @@ TEST(Reference, MajorityAndAfinnRows) {
     std::vector<Example> all;
     for (const char* sp : {"train", "dev", "test"})
       all.insert(all.end(), t->split(sp).begin(), t->split(sp).end());
-    auto ev2 = evaluate_predictions(*t, all, reference_predict(*t, "afinn", all));
+    auto ev2 = evaluate_predictions(*t, all, reference_predict(*t, "afinn", all, t->split("train")));
     EXPECT_NEAR(ev2.overall[0].value * 1000, ref[d]["correct"].get<double>(), 1e-9) << d;
   }
 }

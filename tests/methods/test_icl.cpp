@@ -223,3 +223,29 @@ TEST(Icl, BadOptionsAreInputErrors) {
     EXPECT_THROW(info.make()->prepare(ctx), tb::InputError) << k << "=" << v;
   }
 }
+
+// The record's eval figures are the reported prediction's (the last k): the other k's of
+// --icl.k are metered apart, as details.other_k_eval. The demonstrations of the last k are
+// the same either way (chosen for the largest k), so the figures are equal exactly.
+TEST(Icl, EvalFiguresAreTheReportedKsAlone) {
+  auto run = [](const std::string& ks, tb::methods::Meter& out) {
+    MethodFixture f(tb::Family::llama);
+    const auto info = m::icl_method_info();
+    auto ctx = f.context(info, {{"k", ks}, {"select", "random"}});
+    auto method = info.make();
+    method->prepare(ctx);
+    const double f0 = f.model->flop_count();
+    method->predict(ctx, f.test);
+    out = f.meter;
+    return f.model->flop_count() - f0;
+  };
+  tb::methods::Meter one, several;
+  const double model_one = run("2", one);
+  const double model_several = run("0,1,2", several);
+  EXPECT_EQ(several.eval_tokens, one.eval_tokens);
+  EXPECT_DOUBLE_EQ(several.eval_flops, one.eval_flops);
+  EXPECT_DOUBLE_EQ(one.eval_flops, model_one);  // the model's own count of the pass
+  EXPECT_DOUBLE_EQ(several.eval_flops + several.details["other_k_eval"]["flops"].get<double>(), model_several);
+  EXPECT_GT(several.details["other_k_eval"]["tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(one.details["other_k_eval"]["tokens"].get<int64_t>(), 0);
+}

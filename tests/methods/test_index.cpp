@@ -318,3 +318,20 @@ TEST(Index, ClosedBookAccuracyIsARecordMetricEqualToTheDetails) {
   f.run({{"closed-book", "false"}}, "m", f.dir / "cache");
   EXPECT_TRUE(f.meter.metrics.empty());
 }
+
+// The record's eval figures are the reported (open-book) prediction's: the closed-book
+// comparison pass is metered apart, as details.closed_book_eval.
+TEST(Index, ClosedBookPassIsNotChargedToTheEvalFigures) {
+  RetrievalFixture f;
+  f.run({}, "m", f.dir / "cache");
+  const int64_t tokens_with = f.meter.eval_tokens;
+  const double flops_with = f.meter.eval_flops;
+  ASSERT_TRUE(f.meter.details.contains("closed_book_eval"));
+  EXPECT_GT(f.meter.details["closed_book_eval"]["tokens"].get<int64_t>(), 0);
+  EXPECT_GT(f.meter.details["closed_book_eval"]["flops"].get<double>(), 0.0);
+  f.run({{"closed-book", "false"}}, "m", f.dir / "cache");
+  EXPECT_FALSE(f.meter.details.contains("closed_book_eval"));
+  EXPECT_EQ(f.meter.eval_tokens, tokens_with);
+  EXPECT_DOUBLE_EQ(f.meter.eval_flops, flops_with);
+  EXPECT_GT(f.meter.eval_flops, 0.0);
+}

@@ -526,6 +526,13 @@ TEST(RlhfMethod, PpoAndDpoRunEndToEndWithMetricsMemoryAndPairCache) {
     again->prepare(ctx2);
     EXPECT_TRUE(m2.details["pairs"]["cached"].get<bool>());
     EXPECT_EQ(m2.details["pairs"]["train"], f.meter.details["pairs"]["train"]);
+    // Reading the pairs is a cache hit carrying the sampling's cost, not a free sampling.
+    EXPECT_FALSE(f.meter.cache_hit);
+    EXPECT_TRUE(m2.cache_hit);
+    ASSERT_TRUE(m2.cached_cost.contains("pairs"));
+    EXPECT_EQ(m2.cached_cost["pairs"]["tokens"].get<int64_t>(), f.meter.details["pairs"]["sampled_tokens"].get<int64_t>());
+    EXPECT_GT(m2.cached_cost["pairs"]["tokens"].get<int64_t>(), 0);
+    EXPECT_GT(m2.cached_cost["pairs"]["flops"].get<double>(), 0.0);
   }
 }
 
