@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "reports/compare.h"
 
 namespace tb::cli {

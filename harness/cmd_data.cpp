@@ -11,7 +11,7 @@
 #include "datasets/builders.h"
 #include "datasets/paths.h"
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::cli {
 namespace po = boost::program_options;

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 #include "harness/core/model_io.h"
 #include "harness/core/tokenizer.h"

@@ -9,7 +9,7 @@
 
 #include "harness/commands.h"
 #include "harness/core/checkpoint_dir.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::cli {
 

@@ -13,7 +13,7 @@
 
 #include "datasets/paths.h"
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "methods/method.h"
 #include "tasks/registry.h"
 

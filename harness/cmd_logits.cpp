@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/model_io.h"
 
 namespace tb::cli {

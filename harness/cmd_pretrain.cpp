@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/pretrain.h"
 
 namespace tb::cli {

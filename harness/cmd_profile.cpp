@@ -8,7 +8,8 @@
 #include <string>
 
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
+#include "harness/base/files.h"
 #include "harness/profile.h"
 #include "harness/record.h"
 
@@ -98,7 +99,7 @@ int cmd_profile(const Args& args) {
 
   const auto result = profile::run_profile(spec, std::cout);
   if (!json_file.empty()) {
-    runner::write_file_atomic(json_file, result.dump(1) + "\n");
+    write_file_atomic(json_file, result.dump(1) + "\n");
     std::cout << "profile: wrote " << json_file.string() << "\n";
   }
   return 0;

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
+#include "harness/base/files.h"
 #include "harness/record.h"
 #include "reports/report.h"
 
@@ -57,9 +58,9 @@ int cmd_report(const Args& args) {
   for (const auto& f : {html, md, csv})
     if (f.has_parent_path() && !std::filesystem::is_directory(f.parent_path()))
       throw InputError("cannot write " + f.string() + ": directory " + f.parent_path().string() + " does not exist");
-  runner::write_file_atomic(html, reports::report_html(results));
-  runner::write_file_atomic(md, reports::report_markdown(results));
-  runner::write_file_atomic(csv, reports::report_csv(results));
+  write_file_atomic(html, reports::report_html(results));
+  write_file_atomic(md, reports::report_markdown(results));
+  write_file_atomic(csv, reports::report_csv(results));
   std::cout << "report of " << results.records.size() << " records" << (results.profiles.empty() ? "" : " and a hardware profile")
             << ": " << html.string() << ", " << md.string() << ", " << csv.string() << "\n";
   return 0;

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "harness/commands.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/tokenizer.h"
 
 namespace tb::cli {

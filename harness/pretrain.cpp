@@ -15,9 +15,9 @@
 #include <sstream>
 
 #include "datasets/builders.h"
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "datasets/sources.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/model_io.h"
 #include "harness/core/optimizer.h"
 #include "harness/core/safetensors.h"
@@ -232,7 +232,7 @@ void pretrain(const PretrainOptions& o) {
     auto docs = build_pretrain_corpus(&stats);
     // Deterministic shuffle so the stream mixes sources.
     std::vector<uint64_t> keys(docs.size());
-    for (size_t i = 0; i < docs.size(); ++i) keys[i] = mix(o.seed ^ data::fnv1a64(docs[i].text) ^ (i * 0x9E37ull));
+    for (size_t i = 0; i < docs.size(); ++i) keys[i] = mix(o.seed ^ tb::fnv1a64(docs[i].text) ^ (i * 0x9E37ull));
     std::vector<size_t> order(docs.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return keys[a] < keys[b] || (keys[a] == keys[b] && a < b); });

@@ -24,7 +24,7 @@
 #include <sstream>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/dtype.h"
 #include "harness/core/model.h"

@@ -1,9 +1,6 @@
 // Writing, reading, validating and summarising results records; see record.h.
 #include "harness/record.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -13,7 +10,8 @@
 #include <regex>
 #include <sstream>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
+#include "harness/base/files.h"
 
 namespace tb::runner {
 namespace fs = std::filesystem;
@@ -151,41 +149,6 @@ std::string record_filename(const std::string& method, const std::string& task, 
 bool is_record_filename(const std::string& name) {
   static const std::regex re(R"([^.][^/]*__[^/]+__seed[0-9]+\.json)");
   return std::regex_match(name, re);
-}
-
-void write_file_atomic(const fs::path& file, const std::string& bytes) {
-  const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
-  std::string tmp_name = ".";
-  tmp_name.append(file.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
-  const fs::path tmp = dir / tmp_name;
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw InputError("cannot write " + tmp.string() + ": " + std::strerror(errno));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw InputError("cannot write " + tmp.string() + ": " + err);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw InputError("cannot flush " + tmp.string() + ": " + std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), file.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw InputError("cannot rename " + tmp.string() + " to " + file.string() + ": " + err);
-  }
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
 }
 
 double Record::metric_value(const std::string& name) const {

@@ -1,8 +1,8 @@
 // Results records: one JSON file per (method, task, seed), `<method>__<task>__seed<k>.json`
-// in a results directory, with the sections of DESIGN.md (run_info, train_info, metrics,
-// meta_info). Records are written atomically (temp file, fsync, rename) and never
-// overwritten; this header is also how reports, compare and tests read them back, with
-// validation whose errors name the file and the field.
+// in a results directory, with four sections (run_info, train_info, metrics, meta_info;
+// validate_record's table in record.cpp lists every field). Records are written atomically
+// (temp file, fsync, rename) and never overwritten; this header is also how reports, compare
+// and tests read them back, with validation whose errors name the file and the field.
 //
 // The summary (summary.csv with stable columns, summary.md, and the table printed at the end
 // of `tunebench run`) is regenerated from every record in a directory, so resumed and
@@ -23,10 +23,6 @@ inline constexpr const char* kStatuses[] = {"ok", "diverged", "oom", "error"};
 std::string record_filename(const std::string& method, const std::string& task, uint64_t seed);
 // Whether a directory entry's name has the form of a record file (temp files do not).
 bool is_record_filename(const std::string& name);
-
-// Writes bytes to `file` atomically: a hidden temp file in the same directory, fsync, rename,
-// fsync of the directory. A crash leaves either the old state or the complete file.
-void write_file_atomic(const std::filesystem::path& file, const std::string& bytes);
 
 // A record as read back: the identifying fields, typed, plus the whole JSON.
 struct Record {

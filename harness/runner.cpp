@@ -21,9 +21,10 @@
 #include <set>
 #include <sstream>
 
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "datasets/paths.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
+#include "harness/base/files.h"
 #include "harness/core/generate.h"
 #include "harness/core/model_io.h"
 #include "harness/core/tokenizer.h"
@@ -176,7 +177,7 @@ std::string model_sha256(const fs::path& dir, const fs::path& cache_dir) {
         entry.contains("sha256") && entry["sha256"].is_string()) {
       h = entry["sha256"].get<std::string>();
     } else {
-      h = data::sha256_file(f);
+      h = tb::sha256_file(f);
       cache[f.string()] = {{"size", key["size"]}, {"mtime_ns", key["mtime_ns"]}, {"sha256", h}};
       all_cached = false;
     }
@@ -185,7 +186,7 @@ std::string model_sha256(const fs::path& dir, const fs::path& cache_dir) {
   if (!all_cached) write_file_atomic(cache_file, cache.dump(1) + "\n");
   if (hashes.size() == 1) return hashes[0];
   for (const auto& h : hashes) combined += h;
-  return data::sha256_hex(combined);
+  return tb::sha256_hex(combined);
 }
 
 // ---- the machine's matmul peak (measured once per output directory) -------------------
@@ -364,7 +365,7 @@ struct RunPlan {
 // The subset order of --limit: FNV-1a mixes poorly in its high bits for ids that differ in
 // one character ("train0-1" vs "train1-1"), so the order is by its SplitMix64 finalisation.
 uint64_t subset_key(const std::string& id) {
-  uint64_t z = data::fnv1a64(id);
+  uint64_t z = tb::fnv1a64(id);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
@@ -773,7 +774,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
                          {"task_version", task->version()}, {"model_sha256", mc.model_sha}, {"limit", spec.limit}};
     // f32 runs keep the hash they had before precision became an option.
     if (spec.precision != "f32") config["precision"] = spec.precision;
-    const std::string hash = data::sha256_hex(config.dump()).substr(0, 16);
+    const std::string hash = tb::sha256_hex(config.dump()).substr(0, 16);
     const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
     if (fs::exists(file)) {
       if (!spec.resume)

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/profile.h"
 #include "methods/method.h"
 

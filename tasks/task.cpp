@@ -10,10 +10,10 @@
 
 #include "datasets/afinn.h"
 #include "datasets/builders.h"
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "datasets/loaders.h"
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "tasks/metrics.h"
 
 namespace tb::tasks {
@@ -313,7 +313,7 @@ std::shared_ptr<const Task> Task::load(const TaskSpec& spec) {
           if (row_split != "train" && row_split != "dev" && row_split != "test")
             throw FormatError(t.where(row) + ": split '" + row_split + "' is not train, dev or test");
         } else {
-          int b = data::split_bucket("tunebench", text);
+          int b = tb::split_bucket("tunebench", text);
           row_split = b < s.hash_split[0] ? "train" : b < s.hash_split[0] + s.hash_split[1] ? "dev" : "test";
         }
         if (ref.split != "*" && row_split != ref.split) continue;

@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "methods/trainer.h"
 #include "tests/methods/method_fixture.h"
 

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <new>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/runner.h"
 #include "tests/runner/runner_fixture.h"
 

@@ -1,13 +1,13 @@
 // SHA-256 (FIPS 180-4) and FNV-1a; see hash.h for why each is used.
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 
 #include <array>
 #include <cstring>
 #include <fstream>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
-namespace tb::data {
+namespace tb {
 namespace {
 
 constexpr std::array<std::uint32_t, 64> kK = {
@@ -137,4 +137,4 @@ int split_bucket(std::string_view salt, std::string_view text) {
   return static_cast<int>(fnv1a64(key) % 100);
 }
 
-}  // namespace tb::data
+}  // namespace tb

@@ -1,8 +1,8 @@
-// Hashes the data layer needs: SHA-256 to fingerprint every source file a build reads
-// (recorded in the manifest, so a result can be traced to the exact bytes), and 64-bit
-// FNV-1a to assign examples to train/dev/test buckets. FNV-1a is used for splits because it
-// is tiny, fast and fully specified, so the split of a text never depends on the platform,
-// the compiler or the order examples arrive in.
+// The project's hashes: SHA-256 to fingerprint bytes and files (data sources in a build
+// manifest, the model and the configuration in a run record, a method's saved state), and
+// 64-bit FNV-1a to assign examples to train/dev/test buckets and to derive seeds. FNV-1a is
+// used for splits because it is tiny, fast and fully specified, so the split of a text never
+// depends on the platform, the compiler or the order examples arrive in.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace tb::data {
+namespace tb {
 
 // Lower-case hex SHA-256 of a byte string.
 std::string sha256_hex(std::string_view bytes);
@@ -25,4 +25,4 @@ std::uint64_t fnv1a64(std::string_view bytes);
 // dataset split differently from another that happens to share a text.
 int split_bucket(std::string_view salt, std::string_view text);
 
-}  // namespace tb::data
+}  // namespace tb

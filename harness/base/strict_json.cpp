@@ -1,6 +1,6 @@
 // Strict JSON parsing: nlohmann's parse callback sees every object start, key and object end,
 // which is enough to keep one key set per open object and catch repeats.
-#include "harness/core/strict_json.h"
+#include "harness/base/strict_json.h"
 
 #include <cerrno>
 #include <cstring>
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb {
 
