@@ -6,7 +6,7 @@
 // store, is subtracted from chunks and questions and the result re-normalised) and
 // chunks + metadata + vectors go into one SQLite file (methods/vector_store.h), by default
 // <cache_dir>/index-<task>.sqlite (index-<task>-limit<N>.sqlite under --limit N, whose
-// collection is the runner's subset, harness/runner.h take_documents). Its meta key —
+// collection is the runner's subset, harness/runner/runner.h take_documents). Its meta key —
 // corpus sha256, model sha256, tokenizer fingerprint, chunking, pooling, layer and centring —
 // decides reuse: the same key reuses the file, another key rebuilds it. The HNSW graph is saved next to it (<db>.hnsw) and rebuilt from the
 // stored vectors whenever it is missing or not the one the store recorded.

@@ -15,8 +15,8 @@
 #include <thread>
 
 #include "harness/base/hash.h"
-#include "harness/record.h"
-#include "harness/runner.h"
+#include "harness/runner/record.h"
+#include "harness/runner/runner.h"
 #include "methods/method.h"
 #include "tasks/registry.h"
 #include "tests/runner/runner_fixture.h"

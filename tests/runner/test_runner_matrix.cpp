@@ -9,7 +9,7 @@
 #include <new>
 
 #include "harness/base/errors.h"
-#include "harness/runner.h"
+#include "harness/runner/runner.h"
 #include "tests/runner/runner_fixture.h"
 
 namespace tb::testing {

@@ -1,5 +1,5 @@
 // Writing, reading, validating and summarising results records; see record.h.
-#include "harness/record.h"
+#include "harness/runner/record.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
 // The run matrix, the per-run child process and the records it writes; see runner.h.
-#include "harness/runner.h"
+#include "harness/runner/runner.h"
 
 #include <omp.h>
 #include <signal.h>
@@ -28,8 +28,8 @@
 #include "harness/core/generate.h"
 #include "harness/core/model_io.h"
 #include "harness/core/tokenizer.h"
-#include "harness/machine.h"
-#include "harness/meter.h"
+#include "harness/runner/machine.h"
+#include "harness/runner/meter.h"
 #include "tasks/reference.h"
 #include "tasks/registry.h"
 #include "tb_version.h"
@@ -858,6 +858,12 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   }
   result.records = write_summaries(spec.out);
   return result;
+}
+
+std::vector<std::string> method_names(const std::vector<methods::MethodInfo>& methods) {
+  std::vector<std::string> names;
+  for (const auto& m : methods) names.push_back(m.name);
+  return names;
 }
 
 }  // namespace tb::runner

@@ -1,5 +1,5 @@
-// The subcommand table: one row per harness/cmd_*.cpp.
-#include "harness/commands.h"
+// The subcommand table: one row per harness/cli/cmd_*.cpp.
+#include "harness/cli/commands.h"
 
 namespace tb::cli {
 

@@ -1,18 +1,18 @@
 // `tunebench pretrain --out DIR [--minutes M | --tokens N] [--resume]`: makes a base model
-// from the installed text packages (see harness/pretrain.h for the recipe).
+// from the installed text packages (see harness/tools/pretrain.h for the recipe).
 #include <boost/program_options.hpp>
 #include <iostream>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
-#include "harness/pretrain.h"
+#include "harness/tools/pretrain.h"
 
 namespace tb::cli {
 
 namespace po = boost::program_options;
 
 int cmd_pretrain(const Args& args) {
-  PretrainOptions o;
+  tools::PretrainOptions o;
   std::string out;
   po::options_description opts("options");
   opts.add_options()("help,h", "print this help")("out", po::value(&out), "output model directory")(
@@ -50,7 +50,7 @@ int cmd_pretrain(const Args& args) {
   o.out = out;
   o.resume = vm.count("resume") > 0;
   o.quiet = vm.count("quiet") > 0;
-  pretrain(o);
+  tools::pretrain(o);
   return 0;
 }
 

@@ -13,7 +13,7 @@
 
 #include "harness/core/model.h"
 
-namespace tb {
+namespace tb::tools {
 
 struct PretrainOptions {
   std::filesystem::path out;
@@ -49,4 +49,4 @@ std::vector<CorpusDoc> build_pretrain_corpus(CorpusStats* stats);
 // model.safetensors, tokenizer.json, MODEL_CARD.md, loss_curve.csv, loss_curve.svg.
 void pretrain(const PretrainOptions& opt);
 
-}  // namespace tb
+}  // namespace tb::tools

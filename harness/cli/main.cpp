@@ -7,7 +7,7 @@
 #include <iostream>
 #include <string>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
 #include "tb_version.h"
 

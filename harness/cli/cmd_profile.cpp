@@ -1,23 +1,23 @@
 // `tunebench profile [--model DIR | --arch gpt2|llama --layers L --dim C --heads H --vocab V]
 // [--seq T --batch B] [--methods full,lora,head,infer] [--precision f32|bf16] [--json FILE]`:
 // hardware profiling of every core op and each method's train/infer step at one model
-// shape, through Google Benchmark (see harness/profile.h for the case definitions). The
+// shape, through Google Benchmark (see harness/tools/profile.h for the case definitions). The
 // default shape is the "small" row of the PyTorch side-by-side table (bench/pytorch_reference.py).
 #include <boost/program_options.hpp>
 #include <iostream>
 #include <string>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
 #include "harness/base/files.h"
-#include "harness/profile.h"
-#include "harness/record.h"
+#include "harness/tools/profile.h"
+#include "harness/runner/record.h"
 
 namespace tb::cli {
 namespace po = boost::program_options;
 
 int cmd_profile(const Args& args) {
-  profile::ProfileSpec spec;
+  tools::ProfileSpec spec;
   spec.arch = "gpt2";
   std::string methods;
   for (const auto& m : spec.methods) methods += (methods.empty() ? "" : ",") + m;
@@ -95,9 +95,9 @@ int cmd_profile(const Args& args) {
     if (json_file.has_parent_path() && !std::filesystem::is_directory(json_file.parent_path()))
       throw InputError("--json " + json_file.string() + ": directory " + json_file.parent_path().string() + " does not exist");
   }
-  profile::validate_spec(spec);  // before the slow part, so bad flags fail at once
+  tools::validate_spec(spec);  // before the slow part, so bad flags fail at once
 
-  const auto result = profile::run_profile(spec, std::cout);
+  const auto result = tools::run_profile(spec, std::cout);
   if (!json_file.empty()) {
     write_file_atomic(json_file, result.dump(1) + "\n");
     std::cout << "profile: wrote " << json_file.string() << "\n";

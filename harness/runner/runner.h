@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/record.h"
+#include "harness/runner/record.h"
 #include "methods/method.h"
 
 namespace tb::runner {
@@ -98,5 +98,9 @@ struct MatrixResult {
 // multi-threaded OpenMP regions (a forked child cannot use libgomp's pool): if it has other
 // threads at fork time, each child runs single-threaded, and the record says so.
 MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods);
+
+// The names of a method table in its order: the order reports list methods in
+// (reports::read_results takes it, since reports know only the record type).
+std::vector<std::string> method_names(const std::vector<methods::MethodInfo>& methods);
 
 }  // namespace tb::runner

@@ -10,7 +10,7 @@
 
 #include "datasets/builders.h"
 #include "datasets/paths.h"
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
 
 namespace tb::cli {

@@ -2,7 +2,7 @@
 // resumable checkpoints → held-out perplexity and a model card. Batches are drawn from the
 // token stream at offsets that depend only on (seed, step), so a resumed run sees exactly
 // the batches an uninterrupted one would.
-#include "harness/pretrain.h"
+#include "harness/tools/pretrain.h"
 
 #include <algorithm>
 #include <chrono>
@@ -22,11 +22,11 @@
 #include "harness/core/optimizer.h"
 #include "harness/core/safetensors.h"
 #include "harness/core/tokenizer.h"
-#include "harness/machine.h"
+#include "harness/runner/machine.h"
 #include "tasks/registry.h"
 #include "tb_version.h"
 
-namespace tb {
+namespace tb::tools {
 
 namespace fs = std::filesystem;
 
@@ -454,7 +454,7 @@ void pretrain(const PretrainOptions& o) {
        << ", batches of " << B << " × " << T << " tokens drawn at seeded random offsets of the token stream.\n\n"
        << "| | |\n|---|---|\n| steps | " << st.step << " |\n| tokens seen | " << st.step * tps << " |\n"
        << "| training time | " << hms(st.train_seconds) << " (" << fmt("%.0f", st.step * tps / std::max(1e-9, st.train_seconds))
-       << " tokens/s) |\n| machine | " << machine_info().summary() << " |\n\n"
+       << " tokens/s) |\n| machine | " << runner::machine_info().summary() << " |\n\n"
        << "## Corpus\n\n" << corpus_info["documents"].get<int64_t>() << " documents, " << corpus_info["bytes"].get<int64_t>()
        << " bytes, " << corpus_info["tokens"].get<int64_t>()
        << " tokens. Every dev/test item of the task suite and every `heldout-lm` unit was removed (exact match after "
@@ -478,4 +478,4 @@ void pretrain(const PretrainOptions& o) {
   write_text_atomic(o.out / "MODEL_CARD.md", card.str());
 }
 
-}  // namespace tb
+}  // namespace tb::tools

@@ -1,5 +1,5 @@
 // RSS from /proc/self/status, clocks, the matmul peak and the progress line; see meter.h.
-#include "harness/meter.h"
+#include "harness/runner/meter.h"
 
 #include <unistd.h>
 

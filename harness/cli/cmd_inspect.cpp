@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/core/checkpoint_dir.h"
 #include "harness/base/errors.h"
 

@@ -7,9 +7,9 @@
 #include <iostream>
 #include <string>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
-#include "harness/runner.h"
+#include "harness/runner/runner.h"
 #include "methods/method.h"
 
 namespace tb::cli {

@@ -6,7 +6,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
 #include "harness/core/model_io.h"
 

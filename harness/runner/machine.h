@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-namespace tb {
+namespace tb::runner {
 
 struct MachineInfo {
   std::string host;
@@ -21,4 +21,4 @@ struct MachineInfo {
 
 MachineInfo machine_info();
 
-}  // namespace tb
+}  // namespace tb::runner

@@ -7,10 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
 #include "harness/base/files.h"
-#include "harness/record.h"
+#include "harness/runner/record.h"
+#include "harness/runner/runner.h"
+#include "methods/method.h"
 #include "reports/report.h"
 
 namespace tb::cli {
@@ -51,7 +53,7 @@ int cmd_report(const Args& args) {
     return vm.count(flag) ? std::filesystem::path(vm[flag].as<std::string>()) : out / name;
   };
 
-  const auto results = reports::read_results(dirs);
+  const auto results = reports::read_results(dirs, runner::method_names(methods::registry()));
   if (results.records.empty() && results.profiles.empty())
     throw InputError("no records (<method>__<task>__seed<k>.json) or profile.json in the results directories");
   const auto html = file("html", "report.html"), md = file("markdown", "report.md"), csv = file("csv", "summary.csv");

@@ -1,4 +1,4 @@
-// The subcommands of the `tunebench` CLI. Each lives in its own harness/cmd_*.cpp, parses
+// The subcommands of the `tunebench` CLI. Each lives in its own harness/cli/cmd_*.cpp, parses
 // its own flags with Boost.Program_options (every one answers --help), and returns the
 // process exit code. Errors propagate as exceptions; main() maps them to exit codes:
 // tb::InputError (and Boost's option errors) -> 2, anything else -> 1.

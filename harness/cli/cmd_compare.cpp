@@ -8,8 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
+#include "harness/runner/runner.h"
+#include "methods/method.h"
 #include "reports/compare.h"
 
 namespace tb::cli {
@@ -54,8 +56,8 @@ int cmd_compare(const Args& args) {
     if (!std::isfinite(f) || f < 0) throw InputError("--quality-floor must be a non-negative number");
     tol.quality_floor = f;
   }
-  const auto baseline = reports::read_results({dirs[0]});
-  const auto current = reports::read_results({dirs[1]});
+  const auto baseline = reports::read_results({dirs[0]}, runner::method_names(methods::registry()));
+  const auto current = reports::read_results({dirs[1]}, runner::method_names(methods::registry()));
   // An empty side is never a pass: a nightly run that wrote nothing must fail the gate.
   if (baseline.records.empty()) throw InputError("baseline " + dirs[0] + " has no records");
   if (current.records.empty()) throw InputError("current " + dirs[1] + " has no records");

@@ -16,22 +16,8 @@
 // residual, loss, pooling, embedding) report bytes/s of their compulsory memory traffic
 // instead, and null GFLOP/s and peak fraction.
 //
-// The JSON (`--json FILE`, also rendered by `tunebench report` as its hardware section):
-//   {"machine": {"cpu", "threads", "isa", "onednn_version", "peak_gflop_per_s": {"f32", "bf16"},
-//                "cores", "host", "compiler", "peak_matmul_size"},
-//    "model": {"arch", "L", "C", "NH", "NKV", "F", "V", "T", "B", "params", "source"},
-//    "cases": [{"kind": "op"|"train"|"infer", "name", "method" (null for ops), "precision",
-//               "shape": {...}, "tokens_per_s", "gflop_per_s", "peak_fraction", "gbyte_per_s",
-//               "seconds_per_iter", "iterations", "flops_per_iter",
-//               step cases also: "memory": {"analytic": {"weights", "gradients",
-//                 "optimizer_state", "activations"}, "analytic_bytes", "peak_rss_bytes",
-//                 "rss_before_bytes", "peak_over_analytic"},
-//               with --reference, matched step cases: "reference": {"framework",
-//                 "tokens_per_s", "threads"}, "speedup"}]}
-// Peak RSS is the process's VmHWM while the case ran (reset when it starts), so it includes
-// the libraries and everything resident besides the case's own buffers.
-// peak_gflop_per_s.bf16 is null when the CPU has no native bf16 dot products. Every case is
-// measured in real (wall) time after one untimed warm-up step.
+// The JSON it writes (`--json FILE`) is described and validated by harness/runner/profile_json.h,
+// beside the run record, so reports read it without depending on this tool.
 #pragma once
 
 #include <cstdint>
@@ -41,7 +27,7 @@
 #include <string>
 #include <vector>
 
-namespace tb::profile {
+namespace tb::tools {
 
 struct ProfileSpec {
   std::filesystem::path model;  // a model directory; empty: random weights of the arch below
@@ -68,8 +54,4 @@ void validate_spec(const ProfileSpec& spec);
 // table go to `console`.
 nlohmann::json run_profile(const ProfileSpec& spec, std::ostream& console);
 
-// Checks the structure of a profile JSON (the keys above, numbers where numbers belong);
-// FormatError naming `where` and the field.
-void validate_profile_json(const nlohmann::json& j, const std::string& where);
-
-}  // namespace tb::profile
+}  // namespace tb::tools

@@ -1,5 +1,5 @@
 // Machine description from /proc/cpuinfo, OpenMP and the oneDNN layer.
-#include "harness/machine.h"
+#include "harness/runner/machine.h"
 
 #include <omp.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 
 #include "harness/core/dnnl/dnn.h"
 
-namespace tb {
+namespace tb::runner {
 
 MachineInfo machine_info() {
   MachineInfo m;
@@ -43,4 +43,4 @@ std::string MachineInfo::summary() const {
          std::to_string(cores) + " cores, oneDNN " + onednn + " on " + isa;
 }
 
-}  // namespace tb
+}  // namespace tb::runner

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "datasets/paths.h"
-#include "harness/commands.h"
+#include "harness/cli/commands.h"
 #include "harness/base/errors.h"
 #include "methods/method.h"
 #include "tasks/registry.h"
