@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The layering of tunebench, checked on every test run (ctest architecture.layering).
+# The layering of docs/ARCHITECTURE.md, checked on every test run (ctest architecture.layering).
 #
 # Every C++ file (*.h, *.hpp, *.cpp, *.cc) belongs to the longest folder of the table below that
 # holds it (tests/core/x.cpp to tests, harness/core/dnnl/dnn.h to harness/core/dnnl); every
