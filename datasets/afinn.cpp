@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "datasets/paths.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::data {
 namespace {

@@ -12,13 +12,14 @@
 #include <set>
 #include <sstream>
 
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "datasets/loaders.h"
 #include "datasets/mime.h"
 #include "datasets/paths.h"
 #include "datasets/sources.h"
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
+#include "harness/base/files.h"
 #include "tb_version.h"
 
 namespace tb::data {
@@ -472,7 +473,9 @@ json build_group(const std::string& group, const std::filesystem::path& dir) {
             {"tunebench_version", TB_VERSION},
             {"outputs", outputs},
             {"sources", log.to_json()}};
-  write_file_atomic(manifest_path(group, dir), m.dump(1) + "\n");
+  const std::filesystem::path manifest = manifest_path(group, dir);
+  std::filesystem::create_directories(manifest.parent_path());
+  tb::write_file_atomic(manifest, m.dump(1) + "\n");
   return m;
 }
 

@@ -5,7 +5,7 @@
 // package versions and per-split counts.
 //
 // Builds are deterministic (same sources → byte-identical files: splits come from FNV-1a
-// of the example text, see hash.h) and cached: a group is rebuilt only when its manifest is
+// of the example text, see harness/base/hash.h) and cached: a group is rebuilt only when its manifest is
 // missing, its builder version changed, or a source file changed size. Loading a builtin
 // dataset builds it on first use, so a fresh checkout needs no manual step; files are
 // written atomically, so concurrent test processes may race to build safely.

@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
+#include "harness/base/files.h"
 
 namespace tb::data {
 namespace {
@@ -158,33 +159,14 @@ Table load_table(const std::filesystem::path& path, FileFormat format,
   TB_CHECK(false, "unhandled file format");
 }
 
-void write_file_atomic(const std::filesystem::path& path, const std::string& text) {
-  std::filesystem::create_directories(path.parent_path());
-  std::random_device rd;
-  const std::filesystem::path tmp =
-      path.string() + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw InputError(tmp.string() + ": cannot open for writing");
-    out << text;
-    out.flush();
-    if (!out) throw InputError(tmp.string() + ": write failed (disk full?)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    throw InputError(path.string() + ": cannot move the finished file into place: " + ec.message());
-  }
-}
-
 void write_jsonl_atomic(const std::filesystem::path& path, const std::vector<nlohmann::json>& records) {
   std::string text;
   for (const auto& r : records) {
     text += r.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
     text += '\n';
   }
-  write_file_atomic(path, text);
+  std::filesystem::create_directories(path.parent_path());
+  tb::write_file_atomic(path, text);
 }
 
 }  // namespace tb::data

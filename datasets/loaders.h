@@ -50,11 +50,9 @@ inline constexpr std::size_t kMaxCsvColumns = 8;
 Table load_table(const std::filesystem::path& path, FileFormat format,
                  const std::vector<Column>& columns);
 
-// Writes records as JSONL atomically (temp file in the same directory + rename), so a
-// concurrent reader sees the old file or the new one, never half of one.
+// Writes records as JSONL atomically (tb::write_file_atomic: temp file in the same directory,
+// fsync, rename), creating the directory first, so a concurrent reader sees the old file or
+// the new one, never half of one.
 void write_jsonl_atomic(const std::filesystem::path& path, const std::vector<nlohmann::json>& records);
-
-// Writes text atomically, as above.
-void write_file_atomic(const std::filesystem::path& path, const std::string& text);
 
 }  // namespace tb::data

@@ -12,10 +12,10 @@
 #include <set>
 #include <sstream>
 
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "datasets/paths.h"
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::data {
 namespace {

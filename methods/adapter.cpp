@@ -8,7 +8,7 @@
 #include <memory>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/ops.h"
 #include "methods/trainer.h"
 

@@ -14,8 +14,8 @@
 #include <memory>
 #include <numeric>
 
-#include "datasets/hash.h"
-#include "harness/core/common.h"
+#include "harness/base/hash.h"
+#include "harness/base/errors.h"
 #include "harness/core/optimizer.h"
 #include "methods/trainer.h"
 
@@ -131,10 +131,10 @@ class FeatureMethod final : public Method {
     f.C = ctx.model.config().hidden;
     std::string ids;
     for (const auto& e : examples) ids += e.id + '\n' + e.text + '\n';
-    const std::string key = data::sha256_hex(ctx.model_hash + "|" + ctx.task.name() + "|" +
+    const std::string key = tb::sha256_hex(ctx.model_hash + "|" + ctx.task.name() + "|" +
                                              std::to_string(ctx.task.version()) + "|" + std::to_string(layer_) + "|" +
                                              (pool_ == Pool::mean ? "mean" : "last") + "|" + std::to_string(max_len_) +
-                                             "|" + data::sha256_hex(ids));
+                                             "|" + tb::sha256_hex(ids));
     const auto path = ctx.cache_dir / "features" / (key + ".f32");
     const auto cost_path = ctx.cache_dir / "features" / (key + ".cost.json");
     f.x.resize(static_cast<size_t>(f.n * f.C));

@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "methods/trainer.h"
 
 namespace tb::methods {

@@ -20,8 +20,8 @@
 #include <map>
 #include <numeric>
 
-#include "datasets/hash.h"
-#include "harness/core/common.h"
+#include "harness/base/hash.h"
+#include "harness/base/errors.h"
 #include "methods/lm_scoring.h"
 #include "tasks/reference.h"
 
@@ -101,7 +101,7 @@ class Icl final : public Method {
       const auto& ex = examples[i];
       // One spare draw, in case the query itself sits in the pool (never its own demonstration).
       const int64_t want = std::min(kmax + 1, N);
-      uint64_t seed = ctx.seed ^ data::fnv1a64(ex.id + "\x1f" + ex.text);
+      uint64_t seed = ctx.seed ^ tb::fnv1a64(ex.id + "\x1f" + ex.text);
       std::vector<int64_t> idx;
       switch (selection_) {
         case Selection::knn: idx = select_knn(pool_emb_.data(), N, C, query_emb.data() + static_cast<int64_t>(i) * C, want); break;

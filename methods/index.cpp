@@ -6,7 +6,7 @@
 // store, is subtracted from chunks and questions and the result re-normalised) and
 // chunks + metadata + vectors go into one SQLite file (methods/vector_store.h), by default
 // <cache_dir>/index-<task>.sqlite (index-<task>-limit<N>.sqlite under --limit N, whose
-// collection is the runner's subset, harness/runner.h take_documents). Its meta key —
+// collection is the runner's subset, harness/runner/runner.h take_documents). Its meta key —
 // corpus sha256, model sha256, tokenizer fingerprint, chunking, pooling, layer and centring —
 // decides reuse: the same key reuses the file, another key rebuilds it. The HNSW graph is saved next to it (<db>.hnsw) and rebuilt from the
 // stored vectors whenever it is missing or not the one the store recorded.
@@ -28,8 +28,8 @@
 #include <set>
 #include <sstream>
 
-#include "datasets/hash.h"
-#include "harness/core/common.h"
+#include "harness/base/hash.h"
+#include "harness/base/errors.h"
 #include "methods/lm_scoring.h"
 #include "methods/method.h"
 #include "methods/vector_store.h"
@@ -54,7 +54,7 @@ double percentile(const std::vector<double>& sorted, double p) {
 std::string corpus_sha256(const std::vector<tasks::Document>& docs) {
   std::string all;
   for (const auto& d : docs) all += d.id + '\x1f' + d.title + '\x1f' + d.text + '\x1e';
-  return data::sha256_hex(all);
+  return tb::sha256_hex(all);
 }
 
 // The weights' hash when the runner gave none (tests): sha256 over every parameter's bytes.
@@ -62,9 +62,9 @@ std::string weights_sha256(const Model& model) {
   std::string per_param;
   for (const auto& p : model.params().params())
     per_param += p.name + ":" +
-                 data::sha256_hex(std::string_view(reinterpret_cast<const char*>(p.data),
+                 tb::sha256_hex(std::string_view(reinterpret_cast<const char*>(p.data),
                                                    static_cast<size_t>(p.numel()) * sizeof(float))) + "\n";
-  return data::sha256_hex(per_param);
+  return tb::sha256_hex(per_param);
 }
 
 // Chunk boundaries depend on the vocabulary, so it is part of the key.
@@ -78,7 +78,7 @@ std::string tokenizer_fingerprint(const Tokenizer& tok) {
     }
     all += '\n';
   }
-  return data::sha256_hex(all).substr(0, 16);
+  return tb::sha256_hex(all).substr(0, 16);
 }
 
 // Rows of `v` (each `centre.size()` wide): minus the centre, then L2-normalised.

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 
 namespace tb::methods {

@@ -7,7 +7,7 @@
 #include <memory>
 #include <set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/ops.h"
 #include "methods/trainer.h"
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::methods {
 namespace {

@@ -1,8 +1,8 @@
 // The method interface: every way of using or adapting a pretrained model is one class
 // behind this interface, in one file of methods/, registered by name with its options.
-// The runner (harness/runner.*) gives a method a RunContext (model, tokenizer, task, seed,
-// options, meter), calls prepare() (train, build an index, or select a prompt on train +
-// dev), then predict() on the test split, and turns predictions into metrics and a record.
+// The runner gives a method a RunContext (model, tokenizer, task, seed, options, meter),
+// calls prepare() (train, build an index, or select a prompt on train + dev), then predict()
+// on the test split, and turns predictions into metrics and a record.
 //
 // Methods reach the core only through Hooks (harness/core/hooks.h) and the model's public
 // API; the shared training loop lives in methods/trainer.h.
@@ -79,7 +79,7 @@ struct Meter {
   int64_t eval_tokens = 0;
   double eval_seconds = 0.0;
   // Analytic memory breakdown in bytes: weights, gradients, optimizer_state, activations,
-  // kv_cache, index (keys as in DESIGN.md's record).
+  // kv_cache, index (the keys of a record's train_info.memory).
   std::map<std::string, int64_t> memory;
   // Model FLOPs of training and evaluation, read from Model::flop_count() around the work
   // (matmuls the model executed; see there).
@@ -174,7 +174,7 @@ struct MethodInfo {
   std::function<bool(const tasks::Task&)> applies;
 };
 
-// Every method, in the order of DESIGN.md's table. Each methods/<name>.cpp defines a
+// Every method, in the order of the README's method table (reference rows last). Each methods/<name>.cpp defines a
 // `MethodInfo <name>_method_info()` and the registry lists them.
 const std::vector<MethodInfo>& registry();
 const MethodInfo& find(const std::string& name);  // InputError listing the known names

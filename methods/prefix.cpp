@@ -9,7 +9,7 @@
 #include <random>
 #include <string>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/ops.h"
 #include "methods/trainer.h"
 

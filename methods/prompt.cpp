@@ -11,7 +11,7 @@
 #include <map>
 #include <set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::methods {
 namespace {

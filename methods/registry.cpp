@@ -1,5 +1,5 @@
 // The method registry: every method file defines `MethodInfo <name>_method_info()`, declared
-// and listed here in the order of DESIGN.md's table, with the reference rows last.
+// and listed here in the order of the README's method table, with the reference rows last.
 #include "methods/method.h"
 
 namespace tb::methods {

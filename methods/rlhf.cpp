@@ -26,7 +26,7 @@
 #include <random>
 #include <set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/safetensors.h"
 #include "methods/lm_scoring.h"
 #include "methods/lora.h"

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 #include "methods/lm_scoring.h"
 

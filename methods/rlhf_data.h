@@ -1,5 +1,5 @@
 // Preference data for RLHF, built the way the classic "steer a language model towards
-// positive reviews" experiment does it (../shared/DATA.md): for each prompt, sample several
+// positive reviews" experiment does it: for each prompt, sample several
 // continuations from the base policy (temperature 1, seeded), let the task's gold judge
 // score them, and keep the best against the worst as one (chosen, rejected) pair; prompts
 // whose candidates all score the same are dropped as ties.

@@ -9,7 +9,7 @@
 #include <numeric>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/ops.h"
 
 namespace tb::methods::rlhf {

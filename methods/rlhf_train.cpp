@@ -8,7 +8,7 @@
 #include <numeric>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 
 namespace tb::methods::rlhf {

@@ -9,7 +9,7 @@
 #include <random>
 #include <string>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "methods/trainer.h"
 
 namespace tb::methods {

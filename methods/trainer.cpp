@@ -10,7 +10,7 @@
 #include <numeric>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 #include "harness/core/ops.h"
 #include "harness/core/safetensors.h"

@@ -10,8 +10,8 @@
 #include <cstring>
 #include <numeric>
 
-#include "datasets/hash.h"
-#include "harness/core/common.h"
+#include "harness/base/hash.h"
+#include "harness/base/errors.h"
 
 namespace tb::methods {
 namespace {
@@ -355,7 +355,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load_or_build(VectorStore& store, const st
   // The graph file is trusted only when its bytes are the ones this store recorded:
   // hnswlib's loader believes the sizes in a file's header.
   if (store.extra("hnsw.params") == params && fs::is_regular_file(file) &&
-      data::sha256_file(file) == store.extra("hnsw.sha256")) {
+      tb::sha256_file(file) == store.extra("hnsw.sha256")) {
     auto idx = std::unique_ptr<HnswIndex>(new HnswIndex(N, D));
     try {
       idx->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(idx->space_.get(), file.string(), false,
@@ -373,7 +373,7 @@ std::unique_ptr<HnswIndex> HnswIndex::load_or_build(VectorStore& store, const st
   auto idx = std::make_unique<HnswIndex>(vectors.data(), N, D, p);
   idx->save(file);
   store.set_extra("hnsw.params", params);
-  store.set_extra("hnsw.sha256", data::sha256_file(file));
+  store.set_extra("hnsw.sha256", tb::sha256_file(file));
   rebuilt = true;
   return idx;
 }

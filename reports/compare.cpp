@@ -8,7 +8,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::reports {
 namespace {

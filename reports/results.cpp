@@ -8,9 +8,8 @@
 #include <fstream>
 #include <set>
 
-#include "harness/core/common.h"
-#include "harness/profile.h"
-#include "methods/method.h"
+#include "harness/base/errors.h"
+#include "harness/runner/profile_json.h"
 
 namespace tb::reports {
 namespace fs = std::filesystem;
@@ -34,12 +33,11 @@ double mean(const std::vector<double>& v) {
   return n ? s / n : NAN;
 }
 
-// Position of a method in the registry (DESIGN.md's order); unknown names after it.
-std::size_t method_rank(const std::string& method) {
-  const auto& reg = methods::registry();
-  for (std::size_t i = 0; i < reg.size(); ++i)
-    if (reg[i].name == method) return i;
-  return reg.size();
+// Position of a method in the given order; unknown names after it.
+std::size_t method_rank(const std::vector<std::string>& order, const std::string& method) {
+  for (std::size_t i = 0; i < order.size(); ++i)
+    if (order[i] == method) return i;
+  return order.size();
 }
 
 // Value and stderr over seeds, as results.h describes.
@@ -153,10 +151,11 @@ const std::vector<std::string>& memory_keys() {
   return k;
 }
 
-ResultSet read_results(const std::vector<fs::path>& dirs) {
+ResultSet read_results(const std::vector<fs::path>& dirs, std::vector<std::string> method_order) {
   if (dirs.empty()) throw InputError("no results directory given");
   ResultSet rs;
   rs.dirs = dirs;
+  rs.method_order = std::move(method_order);
   std::map<std::tuple<std::string, std::string, uint64_t, std::string>, fs::path> seen;
   for (const auto& dir : dirs) {
     for (auto& r : runner::read_records(dir)) {
@@ -185,7 +184,7 @@ ResultSet read_results(const std::vector<fs::path>& dirs) {
       } catch (const json::exception& e) {
         throw FormatError(pf.string() + ": not valid JSON: " + e.what());
       }
-      profile::validate_profile_json(j, pf.string());
+      runner::validate_profile_json(j, pf.string());
       rs.profiles.push_back({pf, std::move(j)});
     }
   }
@@ -206,9 +205,9 @@ std::vector<TaskSection> build_sections(const ResultSet& results) {
     for (const auto& [key, runs] : groups)
       if (sec.metric.empty()) sec.metric = runs.front()->primary_metric;
     for (const auto& [key, runs] : groups) sec.rows.push_back(make_row(key.first, key.second, runs, sec.metric));
-    std::stable_sort(sec.rows.begin(), sec.rows.end(), [](const MethodRow& a, const MethodRow& b) {
-      return std::make_tuple(a.reference, method_rank(a.method), a.method) <
-             std::make_tuple(b.reference, method_rank(b.method), b.method);
+    std::stable_sort(sec.rows.begin(), sec.rows.end(), [&results](const MethodRow& a, const MethodRow& b) {
+      return std::make_tuple(a.reference, method_rank(results.method_order, a.method), a.method) <
+             std::make_tuple(b.reference, method_rank(results.method_order, b.method), b.method);
     });
     for (auto& row : sec.rows) {
       std::vector<const MethodRow*> siblings;

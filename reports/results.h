@@ -1,7 +1,9 @@
 // The report's view of a set of results: records read from one or more directories
 // (shards of one matrix, or runs made apart), grouped per task into one row per method
 // configuration, plus any hardware profiles (profile.json) found beside them. The
-// Markdown, HTML and comparison writers all read this one model, so they agree.
+// Markdown, HTML and comparison writers all read this one model, so they agree. Reports know
+// only the record type (harness/runner/record.h, profile_json.h): the order methods are
+// listed in is given by the caller (the CLI passes the method registry's order).
 //
 // Aggregation over seeds: a row's value is the mean over its ok runs; its stderr combines
 // the test-set uncertainty (the mean of the runs' bootstrap stderrs: the runs share one
@@ -15,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/record.h"
+#include "harness/runner/record.h"
 
 namespace tb::reports {
 
@@ -24,20 +26,24 @@ bool is_reference_method(const std::string& method);
 
 struct Profile {
   std::filesystem::path file;
-  nlohmann::json json;  // validated by profile::validate_profile_json
+  nlohmann::json json;  // validated by runner::validate_profile_json
 };
 
 struct ResultSet {
   std::vector<std::filesystem::path> dirs;
   std::vector<runner::Record> records;  // sorted by (task, method, seed)
   std::vector<Profile> profiles;
+  // Methods in the order the tables list them; a method not named here comes after these,
+  // by name.
+  std::vector<std::string> method_order;
 };
 
 // Reads every record (and profile.json, when present) of each directory. A run — (method,
 // task, seed, configuration hash) — present in two directories is an InputError naming
 // both files, since counting it twice would weigh it twice. A missing directory is an
-// InputError; a malformed record a FormatError naming the file.
-ResultSet read_results(const std::vector<std::filesystem::path>& dirs);
+// InputError; a malformed record a FormatError naming the file. `method_order` becomes the
+// set's method_order.
+ResultSet read_results(const std::vector<std::filesystem::path>& dirs, std::vector<std::string> method_order);
 
 // One row of a task table: every run of one method configuration on the task.
 struct MethodRow {
@@ -63,7 +69,7 @@ struct MethodRow {
 
 struct TaskSection {
   std::string task, metric;
-  std::vector<MethodRow> rows;  // methods in registry order, reference rows last
+  std::vector<MethodRow> rows;  // methods in the set's method_order, reference rows last
   std::vector<std::string> other_metrics;  // union of the rows' other_metrics, sorted by name
 };
 

@@ -9,7 +9,7 @@
 #include <set>
 
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::tasks {
 namespace {

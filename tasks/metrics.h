@@ -3,7 +3,7 @@
 // a fixed-seed SplitMix64 stream, so the stderr of a result is reproducible bit for bit on
 // every platform) and take the sample standard deviation (n−1) of the recomputed metric.
 //
-// Names are shared across tasks and results records (DESIGN.md): accuracy, macro_f1,
+// Names are shared across tasks and the metrics of results records: accuracy, macro_f1,
 // exact_match, recall@K (any K ≥ 1), mrr, loss, perplexity, mean_reward, gold_reward, kl,
 // win_rate, forgetting.
 #pragma once

@@ -4,7 +4,7 @@
 #include <algorithm>
 
 #include "datasets/afinn.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::tasks {
 namespace {

@@ -5,7 +5,7 @@
 
 #include "datasets/paths.h"
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb::tasks {
 

@@ -10,10 +10,10 @@
 
 #include "datasets/afinn.h"
 #include "datasets/builders.h"
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "datasets/loaders.h"
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "tasks/metrics.h"
 
 namespace tb::tasks {
@@ -313,7 +313,7 @@ std::shared_ptr<const Task> Task::load(const TaskSpec& spec) {
           if (row_split != "train" && row_split != "dev" && row_split != "test")
             throw FormatError(t.where(row) + ": split '" + row_split + "' is not train, dev or test");
         } else {
-          int b = data::split_bucket("tunebench", text);
+          int b = tb::split_bucket("tunebench", text);
           row_split = b < s.hash_split[0] ? "train" : b < s.hash_split[0] + s.hash_split[1] ? "dev" : "test";
         }
         if (ref.split != "*" && row_split != ref.split) continue;
@@ -456,7 +456,7 @@ double Task::gold_reward(std::string_view prompt, std::string_view continuation)
 // FNV-1a mixes poorly in its high bits for ids that differ in one character ("train0-1" vs
 // "train1-1"), so the order is by its SplitMix64 finalisation.
 std::uint64_t subset_key(const std::string& id) {
-  std::uint64_t z = data::fnv1a64(id);
+  std::uint64_t z = tb::fnv1a64(id);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);

@@ -5,8 +5,8 @@
 
 #include <string_view>
 
-#include "harness/core/common.h"
-#include "harness/core/strict_json.h"
+#include "harness/base/errors.h"
+#include "harness/base/strict_json.h"
 
 namespace tb {
 

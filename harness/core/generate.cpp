@@ -6,7 +6,7 @@
 #include <map>
 #include <numeric>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace tb {
 

@@ -1,4 +1,4 @@
-// The one contract between the transformer core and the methods (DESIGN.md, "The hooks").
+// The one contract between the transformer core and the methods.
 // The model calls these at fixed points of forward and backward; every hook is identity by
 // default, so a model run with a default `Hooks` is the plain pretrained model. A method
 // adds behaviour by overriding hooks, never by adding parameters to the core.

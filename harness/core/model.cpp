@@ -9,7 +9,7 @@
 #include <cstring>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/ops.h"
 

@@ -9,7 +9,7 @@
 #include <set>
 
 #include "harness/core/checkpoint_dir.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/safetensors.h"
 
 namespace tb {

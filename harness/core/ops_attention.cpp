@@ -15,7 +15,7 @@
 // products): skipping it would take many small block matmuls instead of one batched one.
 #include <cmath>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/ops.h"
 #include "harness/core/ops_detail.h"

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <string>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/ops.h"
 #include "harness/core/ops_detail.h"
 

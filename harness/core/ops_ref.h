@@ -11,7 +11,7 @@
 #include <limits>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/ops.h"
 
 namespace tb::ops::ref {

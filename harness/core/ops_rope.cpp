@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/ops.h"
 
 namespace tb::ops {

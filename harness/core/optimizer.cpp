@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dtype.h"
 
 namespace tb {

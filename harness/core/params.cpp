@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dtype.h"
 
 namespace tb {

@@ -1,7 +1,7 @@
 // safetensors reader (validated mmap) and atomic writer; see safetensors.h for the format
 // and the error contract. Validation follows the reference implementation, plus duplicate
-// names (strict_json.h) and unknown fields in an entry; unlike the reference it accepts gaps
-// between tensors in the data section, which cannot make a read wrong.
+// names (harness/base/strict_json.h) and unknown fields in an entry; unlike the reference it
+// accepts gaps between tensors in the data section, which cannot make a read wrong.
 #include "harness/core/safetensors.h"
 
 #include <fcntl.h>
@@ -22,8 +22,8 @@
 #include <tuple>
 #include <utility>
 
-#include "harness/core/common.h"
-#include "harness/core/strict_json.h"
+#include "harness/base/errors.h"
+#include "harness/base/strict_json.h"
 
 namespace tb {
 

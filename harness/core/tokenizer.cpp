@@ -13,7 +13,7 @@
 #include <sstream>
 #include <unordered_set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/unicode_tables.h"
 
 namespace tb {

@@ -1,7 +1,7 @@
 // Tests of the shared basics: the check macro and the typed error hierarchy.
 #include <gtest/gtest.h>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 TEST(Common, CheckMacroThrowsWithFileAndLine) {
   try {

@@ -17,7 +17,7 @@
 #include <tuple>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/ops.h"
 #include "harness/core/ops_detail.h"

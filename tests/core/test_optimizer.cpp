@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dtype.h"
 #include "harness/core/optimizer.h"
 

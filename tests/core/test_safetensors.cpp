@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "harness/core/checkpoint_dir.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dtype.h"
 #include "harness/core/safetensors.h"
 

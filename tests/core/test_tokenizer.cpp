@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/tokenizer.h"
 
 namespace fs = std::filesystem;

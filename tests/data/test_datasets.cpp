@@ -10,12 +10,12 @@
 
 #include "datasets/afinn.h"
 #include "datasets/builders.h"
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "datasets/loaders.h"
 #include "datasets/mime.h"
 #include "datasets/paths.h"
 #include "datasets/text.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 namespace {
 
@@ -43,16 +43,16 @@ std::string input_error(F&& f) {
 }
 
 TEST(DataHash, Sha256KnownVectors) {
-  EXPECT_EQ(tb::data::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(tb::data::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(tb::data::sha256_hex(std::string(1000000, 'a')),
+  EXPECT_EQ(tb::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(tb::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(tb::sha256_hex(std::string(1000000, 'a')),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST(DataHash, Fnv1aKnownVectors) {
-  EXPECT_EQ(tb::data::fnv1a64(""), 0xcbf29ce484222325ull);
-  EXPECT_EQ(tb::data::fnv1a64("a"), 0xaf63dc4c8601ec8cull);
-  EXPECT_EQ(tb::data::fnv1a64("foobar"), 0x85944171f73967e8ull);
+  EXPECT_EQ(tb::fnv1a64(""), 0xcbf29ce484222325ull);
+  EXPECT_EQ(tb::fnv1a64("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(tb::fnv1a64("foobar"), 0x85944171f73967e8ull);
 }
 
 TEST(DataText, Decoders) {

@@ -12,7 +12,7 @@
 #include <set>
 
 #include "datasets/afinn.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "tasks/metrics.h"
 #include "tasks/reference.h"
 #include "tasks/registry.h"

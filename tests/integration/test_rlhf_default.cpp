@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <map>
 
-#include "datasets/hash.h"
+#include "harness/base/hash.h"
 #include "harness/core/model_io.h"
 #include "harness/core/tokenizer.h"
 #include "methods/method.h"
@@ -45,7 +45,7 @@ Outcome run_rlhf(std::map<std::string, std::string> overrides) {
   const auto& test_split = task->split("test");
   const std::vector<tasks::Example> test(test_split.begin(), test_split.begin() + 128);
   methods::Meter meter;
-  const std::string hash = data::sha256_file(kModelDir / "model.safetensors");
+  const std::string hash = tb::sha256_file(kModelDir / "model.safetensors");
   methods::RunContext ctx{*model, tok, *task, 0, methods::Options("rlhf", values), meter, 0,
                           std::filesystem::path(TB_BINARY_DIR) / "test-cache", hash, task->split("train"),
                           task->split("dev")};

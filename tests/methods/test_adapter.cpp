@@ -12,7 +12,7 @@
 #include <cstring>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/optimizer.h"
 #include "harness/core/safetensors.h"
 #include "methods/adapter.h"

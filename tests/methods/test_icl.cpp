@@ -9,7 +9,7 @@
 #include <map>
 #include <set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 #include "methods/icl.h"
 #include "methods/lm_scoring.h"

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/model.h"
 #include "harness/core/tokenizer.h"
 #include "methods/method.h"

@@ -18,7 +18,7 @@
 
 #include "harness/core/model.h"
 #include "harness/core/optimizer.h"
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/safetensors.h"
 #include "methods/prefix.h"
 #include "methods/trainer.h"

@@ -22,7 +22,7 @@
 #include <numeric>
 #include <random>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 #include "harness/core/tokenizer.h"
 #include "methods/lm_scoring.h"

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/model.h"
 #include "harness/core/optimizer.h"
 #include "harness/core/safetensors.h"

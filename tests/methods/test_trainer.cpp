@@ -6,7 +6,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dnnl/dnn.h"
 #include "methods/lm_scoring.h"
 #include "methods/trainer.h"

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "methods/vector_store.h"
 
 namespace fs = std::filesystem;

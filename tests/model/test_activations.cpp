@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/model.h"
 #include "harness/core/model_io.h"
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <set>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/generate.h"
 #include "harness/core/model_io.h"
 

@@ -15,7 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/model_io.h"
 #include "harness/core/safetensors.h"

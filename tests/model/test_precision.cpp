@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/dtype.h"
 #include "harness/core/model.h"

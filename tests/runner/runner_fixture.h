@@ -18,7 +18,7 @@
 #include "harness/core/model.h"
 #include "harness/core/model_io.h"
 #include "harness/core/tokenizer.h"
-#include "harness/record.h"
+#include "harness/runner/record.h"
 
 namespace tb::testing {
 

@@ -4,6 +4,8 @@
 // malformed record) and checks the exit code and that the output names the run and metric.
 #include <gtest/gtest.h>
 
+#include "harness/runner/runner.h"
+#include "methods/method.h"
 #include "reports/compare.h"
 #include "tests/runner/test_report_cli.h"
 
@@ -201,7 +203,7 @@ TEST_F(CompareCli, BadUsageAndToleranceFilesExitTwo) {
 
 TEST(CompareLib, UsesTheLargerStderrOfTheTwoRuns) {
   // Baseline stderr 0.01, current 0.05: a drop of 0.04 is within max(0.05, 0.01).
-  const auto rs = reports::read_results({fixtures() / "results" / "shard1"});
+  const auto rs = reports::read_results({fixtures() / "results" / "shard1"}, runner::method_names(methods::registry()));
   auto cur = rs;
   for (auto& r : cur.records)
     if (r.method == "head") {

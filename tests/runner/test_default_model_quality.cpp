@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <map>
 
-#include "harness/record.h"
+#include "harness/runner/record.h"
 
 namespace {
 

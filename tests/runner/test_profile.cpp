@@ -12,7 +12,7 @@
 
 #include "harness/core/dnnl/dnn.h"
 
-#include "harness/profile.h"
+#include "harness/runner/profile_json.h"
 #include "tests/runner/test_report_cli.h"
 
 namespace tb::test {
@@ -32,7 +32,7 @@ TEST_F(ProfileCli, TinyShapeWritesTheDocumentedJsonWithPositiveFigures) {
   EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
 
   const auto j = read_json(file);
-  EXPECT_NO_THROW(profile::validate_profile_json(j, file.string()));
+  EXPECT_NO_THROW(runner::validate_profile_json(j, file.string()));
   const auto& m = j["machine"];
   for (const char* k : {"cpu", "isa", "onednn_version"}) {
     ASSERT_TRUE(m[k].is_string()) << k;

@@ -9,8 +9,8 @@
 #include <cmath>
 
 #include "harness/core/dnnl/dnn.h"
-#include "harness/meter.h"
-#include "harness/profile.h"
+#include "harness/runner/meter.h"
+#include "harness/tools/profile.h"
 #include "tasks/registry.h"
 #include "tests/runner/runner_fixture.h"
 
@@ -97,7 +97,7 @@ TEST_F(RecordConformance, TrainingMethodsCountWhatTheyRanAndRepeatBitForBit) {
 
 // `tunebench profile` and the records measure the peak the same way, at the same size.
 TEST(PeakMeasurement, ProfileAndRunnerShareOneSize) {
-  EXPECT_EQ(profile::ProfileSpec{}.peak_size, runner::kPeakMatmulSize);
+  EXPECT_EQ(tools::ProfileSpec{}.peak_size, runner::kPeakMatmulSize);
 }
 
 // A bf16 run's FLOP rate is a fraction of the bf16 peak, not of the fp32 one.

@@ -11,7 +11,9 @@
 #include <cmath>
 #include <regex>
 
-#include "harness/record.h"
+#include "harness/runner/record.h"
+#include "harness/runner/runner.h"
+#include "methods/method.h"
 #include "reports/report.h"
 #include "reports/results.h"
 #include "reports/svg.h"
@@ -30,7 +32,7 @@ const MethodRow& row(const TaskSection& s, const std::string& method) {
 }
 
 std::vector<TaskSection> fixture_sections() {
-  static const auto rs = reports::read_results({fixtures() / "results" / "shard0", fixtures() / "results" / "shard1"});
+  static const auto rs = reports::read_results({fixtures() / "results" / "shard0", fixtures() / "results" / "shard1"}, runner::method_names(methods::registry()));
   return reports::build_sections(rs);
 }
 
@@ -41,7 +43,7 @@ int count(const std::string& s, const std::string& what) {
 }
 
 TEST(ReportModel, MergesShardsIntoOneSectionPerTask) {
-  const auto rs = reports::read_results({fixtures() / "results" / "shard0", fixtures() / "results" / "shard1"});
+  const auto rs = reports::read_results({fixtures() / "results" / "shard0", fixtures() / "results" / "shard1"}, runner::method_names(methods::registry()));
   EXPECT_EQ(rs.records.size(), 15u);
   const auto sections = reports::build_sections(rs);
   ASSERT_EQ(sections.size(), 2u);
@@ -55,6 +57,17 @@ TEST(ReportModel, MergesShardsIntoOneSectionPerTask) {
   EXPECT_TRUE(row(sections[0], "majority").reference);
   EXPECT_TRUE(row(sections[0], "lexicon").reference);
   EXPECT_FALSE(row(sections[0], "full").reference);
+}
+
+// Reports know only the record type: the method order is the caller's, and a method the
+// order does not name comes after those it names, by name; reference rows stay last.
+TEST(ReportModel, ListsMethodsInTheOrderTheCallerGives) {
+  const auto rs = reports::read_results({fixtures() / "results" / "shard0"}, {"lora", "softprompt", "full"});
+  const auto sections = reports::build_sections(rs);
+  ASSERT_EQ(sections.size(), 1u);
+  std::vector<std::string> order;
+  for (const auto& r : sections[0].rows) order.push_back(r.method);
+  EXPECT_EQ(order, (std::vector<std::string>{"lora", "softprompt", "full", "feature", "head", "lexicon", "majority"}));
 }
 
 TEST(ReportModel, AggregatesSeedsWithTestAndSeedUncertainty) {

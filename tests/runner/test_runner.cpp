@@ -14,9 +14,9 @@
 #include <regex>
 #include <thread>
 
-#include "datasets/hash.h"
-#include "harness/record.h"
-#include "harness/runner.h"
+#include "harness/base/hash.h"
+#include "harness/runner/record.h"
+#include "harness/runner/runner.h"
 #include "methods/method.h"
 #include "tasks/registry.h"
 #include "tests/runner/runner_fixture.h"
@@ -77,7 +77,7 @@ TEST_F(RunnerTest, RecordsHaveEveryFieldWithSaneValues) {
   EXPECT_TRUE(hidden_files(out).empty()) << hidden_files(out)[0];
   const auto records = runner::read_records(out);
   ASSERT_EQ(records.size(), 4u);
-  const std::string model_sha = data::sha256_file(model_dir_ / "model.safetensors");
+  const std::string model_sha = tb::sha256_file(model_dir_ / "model.safetensors");
   for (const auto& rec : records) {
     SCOPED_TRACE(rec.file.string());
     const auto& ri = rec.json["run_info"];

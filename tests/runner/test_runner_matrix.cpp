@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <new>
 
-#include "harness/core/common.h"
-#include "harness/runner.h"
+#include "harness/base/errors.h"
+#include "harness/runner/runner.h"
 #include "tests/runner/runner_fixture.h"
 
 namespace tb::testing {

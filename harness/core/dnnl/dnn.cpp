@@ -12,7 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "harness/core/common.h"
+#include "harness/base/errors.h"
 
 static_assert(DNNL_VERSION_MAJOR == 2, "tunebench is written against the oneDNN 2.x API");
 

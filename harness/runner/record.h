@@ -1,0 +1,63 @@
+// Results records: one JSON file per (method, task, seed), `<method>__<task>__seed<k>.json`
+// in a results directory, with four sections (run_info, train_info, metrics, meta_info;
+// validate_record's table in record.cpp lists every field). Records are written atomically
+// (temp file, fsync, rename) and never overwritten; this header is also how reports, compare
+// and tests read them back, with validation whose errors name the file and the field.
+//
+// The summary (summary.csv with stable columns, summary.md, and the table printed at the end
+// of `tunebench run`) is regenerated from every record in a directory, so resumed and
+// sharded runs summarise everything.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace tb::runner {
+
+// The statuses a record can carry.
+inline constexpr const char* kStatuses[] = {"ok", "diverged", "oom", "error"};
+
+std::string record_filename(const std::string& method, const std::string& task, uint64_t seed);
+// Whether a directory entry's name has the form of a record file (temp files do not).
+bool is_record_filename(const std::string& name);
+
+// A record as read back: the identifying fields, typed, plus the whole JSON.
+struct Record {
+  std::filesystem::path file;
+  std::string method, task;
+  uint64_t seed = 0;
+  std::string status, message;
+  std::string config_hash;
+  std::string primary_metric;  // the task's main metric (may be absent from a failed run's metrics)
+  nlohmann::json json;
+
+  // The value/stderr of a metric, NAN when the record has none.
+  double metric_value(const std::string& name) const;
+  double metric_stderr(const std::string& name) const;
+};
+
+// Checks the structure of a record: every section and field with its type, a known status,
+// metrics as name -> {value, stderr, higher_is_better}. FormatError naming `where` and the
+// field (e.g. "x.json: train_info.peak_rss_bytes: missing").
+void validate_record(const nlohmann::json& j, const std::string& where);
+
+// Reads, parses and validates one record file; the file name must match its run_info.
+// FormatError / InputError naming the file.
+Record read_record(const std::filesystem::path& file);
+// Every record file in `dir`, sorted by (method, task, seed). InputError if dir is missing.
+std::vector<Record> read_records(const std::filesystem::path& dir);
+
+// summary.csv: one row per record with these columns, in this order (stable: reports and
+// scripts read them by name).
+const std::vector<std::string>& summary_columns();
+std::string summary_csv(const std::vector<Record>& records);
+std::string summary_markdown(const std::vector<Record>& records);
+std::string summary_table(const std::vector<Record>& records);  // aligned text for a terminal
+// Reads every record of `dir`, writes dir/summary.csv and dir/summary.md atomically, and
+// returns the records.
+std::vector<Record> write_summaries(const std::filesystem::path& dir);
+
+}  // namespace tb::runner
