@@ -29,6 +29,7 @@ test: build
 
 test-release:
 	@$(PHASE) "ctest (Release)" ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	@bash scripts/skip_reasons.sh $(BUILD)
 
 test-isa:
 	@$(PHASE) "ctest (oneDNN capped: $(CAP_ISA))" bash scripts/test_isa_capped.sh $(BUILD) $(CAP_ISA) $(JOBS)
@@ -37,6 +38,7 @@ test-asan: deps
 	@$(PHASE) "build (ASan+UBSan)" sh -c 'cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=ON >/dev/null && cmake --build $(ASAN) -j $(JOBS)'
 	@ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(PHASE) "ctest (ASan+UBSan)" ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS)
+	@bash scripts/skip_reasons.sh $(ASAN)
 
 # Quality targets on the default model that take minutes (not part of `make test`).
 integration: build

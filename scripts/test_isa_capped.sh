@@ -14,4 +14,7 @@ suites=$(grep -hoE '^(TEST|TEST_F|TEST_P|TYPED_TEST)\( *[A-Za-z0-9_]+' tests/cor
 [ -n "$suites" ] || { echo "test_isa_capped.sh: no test suites found in tests/core, tests/model" >&2; exit 2; }
 export ONEDNN_MAX_CPU_ISA=$isa
 # -R matches "Suite.Case" and parameterised "Prefix/Suite.Case/N"; --no-tests=error fails on none.
-ctest --test-dir "$build" --output-on-failure -j "$jobs" --no-tests=error -R "(^|/)($suites)\."
+rc=0
+ctest --test-dir "$build" --output-on-failure -j "$jobs" --no-tests=error -R "(^|/)($suites)\." || rc=$?
+bash scripts/skip_reasons.sh "$build"
+exit $rc
