@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <optional>
 #include <sstream>
 
 #include "harness/base/errors.h"
@@ -15,6 +16,9 @@ namespace {
 
 using nlohmann::json;
 using runner::Record;
+
+// Fewer timed units than this and a phase's median says nothing about speed.
+constexpr int64_t kMinSpeedUnits = 5;
 
 using Key = std::tuple<std::string, std::string, uint64_t, std::string>;
 
@@ -91,6 +95,67 @@ void compare_relative(const Record& b, const Record& c, const char* field, doubl
   const double worse = higher_is_better ? -rel : rel;
   if (worse > limit) out.regressions.push_back({run, field, show(bv), show(cv), pct(rel), tol_text});
   else if (-worse > limit) out.improvements.push_back({run, field, show(bv), show(cv), pct(rel), tol_text});
+}
+
+// The per-unit speed of one timed phase of a record (train_info.timing.<phase>.unit_tokens_per_s):
+// the median of each step's (or eval batch's) tokens/s and its interquartile range.
+struct UnitSpeed {
+  int64_t n = 0;
+  double median = NAN, p25 = NAN, p75 = NAN;
+  // Half the interquartile range relative to the median: how far a typical step sits from
+  // the median in this run.
+  double spread() const { return (p75 - p25) / (2.0 * median); }
+};
+
+std::optional<UnitSpeed> unit_speed(const Record& r, const std::string& phase) {
+  const auto& ti = r.json["train_info"];
+  if (!ti.contains("timing") || !ti["timing"].is_object() || !ti["timing"].contains(phase)) return std::nullopt;
+  const auto& u = ti["timing"][phase].value("unit_tokens_per_s", json());
+  if (!u.is_object()) return std::nullopt;
+  UnitSpeed s;
+  s.n = u.value("n", int64_t{0});
+  s.median = u.value("median", NAN);
+  s.p25 = u.value("p25", NAN);
+  s.p75 = u.value("p75", NAN);
+  if (s.n < 1 || !(s.median > 0) || !std::isfinite(s.median) || !std::isfinite(s.p25) || !std::isfinite(s.p75))
+    return std::nullopt;
+  return s;
+}
+
+std::string speed_text(const UnitSpeed& s) {
+  return format_rate(s.median) + " ±" + format_fixed(100.0 * s.spread(), 1) + "% (" + std::to_string(s.n) + ")";
+}
+
+// Speed judged against its own uncertainty: for every phase the baseline timed over at
+// least kMinSpeedUnits units, the median per-unit tokens/s moving by more than
+// max(min effect, spread of the baseline, spread of the current run). Records without
+// per-unit timing (older versions) fall back to the flat tokens/s fields and the fixed
+// minimum effect.
+void compare_speed(const Record& b, const Record& c, const Tolerance& tol, Comparison& out) {
+  const auto& bt = b.json["train_info"].value("timing", json());
+  if (!bt.is_object()) {
+    compare_relative(b, c, "train_tokens_per_s", tol.tokens_per_s_drop, true, out);
+    compare_relative(b, c, "eval_tokens_per_s", tol.tokens_per_s_drop, true, out);
+    return;
+  }
+  const std::string run = run_name(b);
+  for (const auto& [phase, unused] : bt.items()) {
+    const auto bs = unit_speed(b, phase);
+    if (!bs || bs->n < kMinSpeedUnits) continue;  // too few units to tell speed from noise
+    const std::string what = "timing." + phase + ".tokens_per_s";
+    const auto cs = unit_speed(c, phase);
+    if (!cs) {
+      out.regressions.push_back({run, what, speed_text(*bs), "not measured", "", "phase no longer timed"});
+      continue;
+    }
+    const double threshold = std::max({tol.tokens_per_s_drop, bs->spread(), cs->spread()});
+    const std::string tol_text = "max(min " + format_fixed(100.0 * tol.tokens_per_s_drop, 1) + "%, spreads " +
+                                 format_fixed(100.0 * bs->spread(), 1) + "%, " + format_fixed(100.0 * cs->spread(), 1) +
+                                 "%) = " + format_fixed(100.0 * threshold, 1) + "%";
+    const double rel = cs->median / bs->median - 1.0;
+    if (-rel > threshold) out.regressions.push_back({run, what, speed_text(*bs), speed_text(*cs), pct(rel), tol_text});
+    else if (rel > threshold) out.improvements.push_back({run, what, speed_text(*bs), speed_text(*cs), pct(rel), tol_text});
+  }
 }
 
 std::string status_text(const Record& r) { return r.status + (r.message.empty() ? "" : ": " + r.message); }
@@ -205,8 +270,7 @@ Comparison compare_results(const ResultSet& baseline, const ResultSet& current, 
       continue;
     }
     compare_quality(*b, c, tol, out);
-    compare_relative(*b, c, "train_tokens_per_s", tol.tokens_per_s_drop, true, out);
-    compare_relative(*b, c, "eval_tokens_per_s", tol.tokens_per_s_drop, true, out);
+    compare_speed(*b, c, tol, out);
     compare_relative(*b, c, "peak_rss_bytes", tol.peak_memory_rise, false, out);
   }
   for (const auto& [key, c] : cur)

@@ -7,7 +7,12 @@
 //   quality      — a metric moving the wrong way by more than
 //                  max(quality_stderr × stderr, quality_floor), with stderr the larger of
 //                  the two runs' bootstrap stderrs (per-metric overrides under "metrics");
-//   speed        — train or eval tokens/s dropping by more than tokens_per_s_drop (10%);
+//   speed        — for every phase timed per unit (train_info.timing.<phase>: each training
+//                  step's or eval batch's tokens/s), the median dropping by more than
+//                  max(tokens_per_s_drop, spread of the baseline, spread of the current run),
+//                  where a run's spread is half its interquartile range over its median;
+//                  phases with fewer than 5 units are not judged. Records without per-unit
+//                  timing: train or eval tokens/s dropping by more than tokens_per_s_drop (10%);
 //   memory       — peak RSS rising by more than peak_memory_rise (10%);
 //   status       — a run that was ok and no longer is.
 // Moves past the same thresholds in the good direction are listed as improvements.

@@ -103,6 +103,52 @@ TEST_F(CompareCli, ASpeedDropIsARegression) {
   EXPECT_TRUE(names_regression(r.out, "full / spam / seed 0", "eval_tokens_per_s")) << r.out;
 }
 
+// Per-step timing: the median of each step's tokens/s, judged against the larger of the
+// minimum effect and each run's spread (half the interquartile range over the median).
+nlohmann::json unit_timing(double median, double rel_half_iqr, int64_t n = 40) {
+  return {{"seconds", 1.0}, {"tokens", 1000}, {"flops", 1e9}, {"units", n}, {"tokens_per_s", median},
+          {"flop_per_s", 1e9}, {"peak_fraction", 0.5},
+          {"unit_tokens_per_s",
+           {{"n", n}, {"median", median}, {"p10", median * (1 - 2 * rel_half_iqr)}, {"p25", median * (1 - rel_half_iqr)},
+            {"p75", median * (1 + rel_half_iqr)}, {"p90", median * (1 + 2 * rel_half_iqr)}}}};
+}
+
+TEST_F(CompareCli, PerStepSpeedIsJudgedAgainstTheSpreadOfBothRuns) {
+  const std::string f = "lora__spam__seed0.json";
+  auto set = [&](const fs::path& dir, double median, double spread) {
+    auto j = read_json(dir / f);
+    j["train_info"]["timing"] = {{"train", unit_timing(median, spread)}, {"test_eval", unit_timing(5000, 0.02)}};
+    write_json(dir / f, j);
+  };
+  // 15% slower but both runs' steps spread ±20% around their medians: noise, not a regression.
+  set(base_, 1000, 0.20);
+  set(cur_, 850, 0.20);
+  auto r = compare();
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  // The same drop in steady runs (±2%) exceeds the 10% minimum effect and both spreads.
+  set(base_, 1000, 0.02);
+  set(cur_, 850, 0.03);
+  r = compare();
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(names_regression(r.out, "lora / spam / seed 0", "timing.train.tokens_per_s")) << r.out;
+  EXPECT_NE(r.out.find("-15.0%"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("max(min 10.0%, spreads 2.0%, 3.0%) = 10.0%"), std::string::npos) << r.out;
+  // A spread on one side only is enough to excuse the move; the eval phase stays judged.
+  set(cur_, 850, 0.16);
+  EXPECT_EQ(compare().exit_code, 0);
+  // 8% slower, steady: under the minimum effect.
+  set(cur_, 920, 0.02);
+  EXPECT_EQ(compare().exit_code, 0);
+  // The flat field alone no longer decides when per-step timing is there.
+  edit(f, [](auto& j) { j["train_info"]["train_tokens_per_s"] = j["train_info"]["train_tokens_per_s"].template get<double>() * 0.5; });
+  EXPECT_EQ(compare().exit_code, 0);
+  // A phase the baseline timed and the current run did not is a regression.
+  edit(f, [](auto& j) { j["train_info"]["timing"].erase("test_eval"); });
+  r = compare();
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(names_regression(r.out, "lora / spam / seed 0", "timing.test_eval.tokens_per_s")) << r.out;
+}
+
 TEST_F(CompareCli, AMemoryRiseIsARegression) {
   edit("lora__sentiment-imdb__seed1.json", [](auto& j) {
     j["train_info"]["peak_rss_bytes"] = static_cast<int64_t>(96 * 1.2 * 1024 * 1024);
