@@ -158,6 +158,44 @@ void compare_speed(const Record& b, const Record& c, const Tolerance& tol, Compa
   }
 }
 
+// A run's timing spread: the largest spread of its phases timed over kMinSpeedUnits or more
+// units; 0 when it has none.
+double run_spread(const Record& r) {
+  const auto& t = r.json["train_info"].value("timing", json());
+  double s = 0.0;
+  if (!t.is_object()) return s;
+  for (const auto& [phase, unused] : t.items())
+    if (const auto u = unit_speed(r, phase); u && u->n >= kMinSpeedUnits) s = std::max(s, u->spread());
+  return s;
+}
+
+// Wall time of the matched runs together (the suite's wall time as far as both sides ran
+// it), judged like speed: a rise beyond max(min effect, each side's spread), a side's spread
+// being its runs' timing spreads weighted by their wall seconds.
+void compare_suite_time(const std::vector<std::pair<const Record*, const Record*>>& pairs, const Tolerance& tol,
+                        Comparison& out) {
+  double bsum = 0, csum = 0, bw = 0, cw = 0;
+  for (const auto& [b, c] : pairs) {
+    const double bs = train_number(*b, "run_seconds"), cs = train_number(*c, "run_seconds");
+    if (!(bs > 0) || !(cs > 0)) continue;
+    bsum += bs;
+    csum += cs;
+    bw += bs * run_spread(*b);
+    cw += cs * run_spread(*c);
+  }
+  if (!(bsum > 0)) return;
+  const double bspread = bw / bsum, cspread = cw / csum;
+  const double threshold = std::max({tol.tokens_per_s_drop, bspread, cspread});
+  const std::string run = "suite (" + std::to_string(pairs.size()) + " matched runs)";
+  const std::string tol_text = "max(min " + format_fixed(100.0 * tol.tokens_per_s_drop, 1) + "%, spreads " +
+                               format_fixed(100.0 * bspread, 1) + "%, " + format_fixed(100.0 * cspread, 1) +
+                               "%) = " + format_fixed(100.0 * threshold, 1) + "%";
+  auto secs = [](double v) { return format_fixed(v, 1) + " s"; };
+  const double rel = csum / bsum - 1.0;
+  if (rel > threshold) out.regressions.push_back({run, "run_seconds", secs(bsum), secs(csum), pct(rel), tol_text});
+  else if (-rel > threshold) out.improvements.push_back({run, "run_seconds", secs(bsum), secs(csum), pct(rel), tol_text});
+}
+
 std::string status_text(const Record& r) { return r.status + (r.message.empty() ? "" : ": " + r.message); }
 
 std::string with_hash(const Record& r) { return run_name(r) + " (config " + r.config_hash + ")"; }
@@ -250,6 +288,7 @@ Comparison compare_results(const ResultSet& baseline, const ResultSet& current, 
   std::map<Key, const Record*> base;
   for (const auto& b : baseline.records) base[key_of(b)] = &b;
 
+  std::vector<std::pair<const Record*, const Record*>> ok_pairs;  // matched, ok on both sides
   for (const auto& [key, b] : base) {
     const auto it = cur.find(key);
     if (it == cur.end()) {
@@ -269,10 +308,12 @@ Comparison compare_results(const ResultSet& baseline, const ResultSet& current, 
       if (c_ok) out.improvements.push_back({run_name(*b), "status", status_text(*b), "ok", "", ""});
       continue;
     }
+    ok_pairs.emplace_back(b, &c);
     compare_quality(*b, c, tol, out);
     compare_speed(*b, c, tol, out);
     compare_relative(*b, c, "peak_rss_bytes", tol.peak_memory_rise, false, out);
   }
+  compare_suite_time(ok_pairs, tol, out);
   for (const auto& [key, c] : cur)
     if (!base.count(key)) out.added.push_back(with_hash(*c));
   return out;

@@ -13,6 +13,9 @@
 //                  where a run's spread is half its interquartile range over its median;
 //                  phases with fewer than 5 units are not judged. Records without per-unit
 //                  timing: train or eval tokens/s dropping by more than tokens_per_s_drop (10%);
+//   suite time   — the wall seconds of the runs matched and ok on both sides, summed,
+//                  rising by more than max(tokens_per_s_drop, each side's spread: its
+//                  runs' largest phase spreads weighted by their wall seconds);
 //   memory       — peak RSS rising by more than peak_memory_rise (10%);
 //   status       — a run that was ok and no longer is.
 // Moves past the same thresholds in the good direction are listed as improvements.

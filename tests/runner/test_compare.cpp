@@ -149,6 +149,33 @@ TEST_F(CompareCli, PerStepSpeedIsJudgedAgainstTheSpreadOfBothRuns) {
   EXPECT_TRUE(names_regression(r.out, "lora / spam / seed 0", "timing.test_eval.tokens_per_s")) << r.out;
 }
 
+TEST_F(CompareCli, TheSuiteWallTimeIsJudgedLikeSpeed) {
+  auto scale_all = [&](double k) {
+    for (const auto& e : fs::directory_iterator(cur_)) {
+      auto j = read_json(e.path());
+      auto base = read_json(base_ / e.path().filename());
+      j["train_info"]["run_seconds"] = base["train_info"]["run_seconds"].get<double>() * k;
+      write_json(e.path(), j);
+    }
+  };
+  scale_all(1.05);  // 5% slower in all: under the 10% minimum effect
+  EXPECT_EQ(compare().exit_code, 0);
+  scale_all(1.30);
+  auto r = compare();
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(names_regression(r.out, "suite (", "run_seconds")) << r.out;
+  EXPECT_NE(r.out.find("+30.0%"), std::string::npos) << r.out;
+  // Runs whose steps spread ±40% excuse the same rise: the suite's spread is their
+  // time-weighted spread.
+  for (const auto& dir : {base_, cur_})
+    for (const auto& e : fs::directory_iterator(dir)) {
+      auto j = read_json(e.path());
+      j["train_info"]["timing"] = {{"train", unit_timing(1000, 0.40)}};
+      write_json(e.path(), j);
+    }
+  EXPECT_EQ(compare().exit_code, 0) << compare().out;
+}
+
 TEST_F(CompareCli, AMemoryRiseIsARegression) {
   edit("lora__sentiment-imdb__seed1.json", [](auto& j) {
     j["train_info"]["peak_rss_bytes"] = static_cast<int64_t>(96 * 1.2 * 1024 * 1024);
