@@ -10,7 +10,7 @@ OUT   ?= results/default
 CAP_ISA ?= AVX2
 PHASE := bash scripts/phase.sh
 
-.PHONY: deps build run test test-release test-isa test-asan bench integration clean
+.PHONY: deps build run test test-release test-isa test-asan bench integration clean fuzz
 
 deps:
 	@$(PHASE) deps bash scripts/deps.sh
@@ -40,6 +40,14 @@ test-asan: deps
 	  $(PHASE) "ctest (ASan+UBSan)" ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS)
 	@bash scripts/skip_reasons.sh $(ASAN)
 
+# Every parser under libFuzzer (clang, ASan + UBSan) for FUZZ_SECONDS each (scripts/fuzz.sh);
+# fails on any crash, leak, timeout (> 1 s per input) or out-of-memory (> 2 GB).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz:
+	@$(PHASE) "deps (fuzz toolchain)" bash scripts/deps.sh fuzz
+	@$(PHASE) "fuzz ($(FUZZ_SECONDS) s per target)" bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 # Quality targets on the default model that take minutes (not part of `make test`).
 integration: build
 	OMP_NUM_THREADS=1 $(BUILD)/tunebench_integration
@@ -48,7 +56,7 @@ bench: build
 	$(BUILD)/tunebench_bench --benchmark_counters_tabular=true
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ_BUILD)
 
 # PyTorch beside tunebench per ISA leg (ISA="native avx2"; see bench/side_by_side.sh), after
 # installing the reference as it is meant to be: python3-torch on OpenBLAS, not libblas3.

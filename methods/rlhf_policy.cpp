@@ -343,9 +343,10 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
     for (const auto& p : train) {
       const auto [git, fresh] = group_of.emplace(p.id + '\x1f' + p.prompt, groups.size());
       if (fresh) groups.emplace_back();
-      Group& g = groups[git->second];
+      const size_t gi = git->second;  // a plain name: clang 14 cannot capture a structured binding
+      Group& g = groups[gi];
       auto seq = [&](const std::vector<int32_t>& c) {
-        const auto [sit, added] = seq_of.emplace(std::make_pair(git->second, c), conts.size());
+        const auto [sit, added] = seq_of.emplace(std::make_pair(gi, c), conts.size());
         if (added) {
           conts.push_back(&c);
           owner.push_back(&p);

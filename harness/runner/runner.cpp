@@ -649,7 +649,8 @@ std::map<std::string, std::string> resolve_options(const methods::MethodInfo& in
   for (const auto& o : info.options)
     if (!o.default_value.empty()) out[o.name] = o.default_value;
   for (const auto& [name, value] : given) {
-    const bool known = std::any_of(info.options.begin(), info.options.end(), [&](const auto& o) { return o.name == name; });
+    const bool known = std::any_of(info.options.begin(), info.options.end(),
+                                   [&, &key = name](const auto& o) { return o.name == key; });
     if (!known) {
       std::string names;
       for (const auto& o : info.options) names += (names.empty() ? "" : ", ") + o.name;
