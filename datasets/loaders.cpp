@@ -1,7 +1,11 @@
 // CSV/TSV and JSONL loading against declared columns; see loaders.h for the contract.
 #include "datasets/loaders.h"
 
-// fast-cpp-csv-parser is header-only and not warning-clean at -Wall -Wextra.
+// fast-cpp-csv-parser is header-only and not warning-clean at -Wall -Wextra. Without
+// CSV_IO_NO_THREAD it starts a thread for every block it reads ahead; task files are small,
+// and a thread per file made a load's time depend on the scheduler (found by fuzzing: a
+// 17-byte file took over a second on a loaded machine).
+#define CSV_IO_NO_THREAD
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wparentheses"
 #pragma GCC diagnostic ignored "-Wstringop-truncation"
@@ -105,7 +109,7 @@ Table load_jsonl(const std::filesystem::path& path, const std::vector<Column>& c
     nlohmann::json obj;
     try {
       obj = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 5e999999
       fail_at(path, line, std::string("malformed JSON: ") + e.what());
     }
     if (!obj.is_object()) fail_at(path, line, "expected a JSON object");

@@ -4,6 +4,7 @@
 // override the suite file.
 #include <boost/program_options.hpp>
 #include <ctime>
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -158,6 +159,12 @@ int cmd_run(const Args& args) {
             << result.executed << " run" << (result.executed == 1 ? "" : "s") << " executed, " << result.resumed
             << " resumed, " << result.failed << " failed; " << result.records.size() << " record"
             << (result.records.size() == 1 ? "" : "s") << " in " << spec.out.string() << " (summary.csv, summary.md)\n";
+  if (result.stop_signal) {
+    std::cerr << "tunebench run: stopped by " << (result.stop_signal == SIGTERM ? "SIGTERM" : "SIGINT")
+              << "; the run in progress is recorded as interrupted; --resume --out " << spec.out.string()
+              << " continues\n";
+    return 128 + result.stop_signal;
+  }
   return result.failed > 0 ? 1 : 0;
 }
 

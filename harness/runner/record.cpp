@@ -174,8 +174,11 @@ void validate_record(const json& j, const std::string& where) {
     }
   }
   const auto status = j["train_info"]["status"].get<std::string>();
-  if (std::find(std::begin(kStatuses), std::end(kStatuses), status) == std::end(kStatuses))
-    bad(where, "train_info.status", "'" + status + "' is not one of ok, diverged, oom, error");
+  if (std::find(std::begin(kStatuses), std::end(kStatuses), status) == std::end(kStatuses)) {
+    std::string known;
+    for (const char* k : kStatuses) known += (known.empty() ? "" : ", ") + std::string(k);
+    bad(where, "train_info.status", "'" + status + "' is not one of " + known);
+  }
   for (const char* k : kMemoryKeys) {
     const auto& m = j["train_info"]["memory"];
     if (!m.contains(k) || !m[k].is_number_integer()) bad(where, std::string("train_info.memory.") + k, "missing or not an integer");

@@ -18,7 +18,8 @@
 namespace tb::runner {
 
 // The statuses a record can carry.
-inline constexpr const char* kStatuses[] = {"ok", "diverged", "oom", "error"};
+// interrupted: SIGTERM/SIGINT stopped the run; the one status --resume runs again.
+inline constexpr const char* kStatuses[] = {"ok", "diverged", "oom", "error", "interrupted"};
 
 std::string record_filename(const std::string& method, const std::string& task, uint64_t seed);
 // Whether a directory entry's name has the form of a record file (temp files do not).

@@ -92,6 +92,41 @@ int thread_count() {
   return n;
 }
 
+// SIGTERM / SIGINT while a matrix runs: the handler notes the signal and passes SIGTERM on to
+// the run child, so the child stops, the matrix records the run as interrupted and stops
+// (run_matrix), and `tunebench run` exits with 128 + the signal number.
+volatile sig_atomic_t g_stop_signal = 0;
+volatile pid_t g_run_child = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  const pid_t child = g_run_child;
+  if (child > 0) ::kill(child, SIGTERM);
+}
+
+// Installs on_stop_signal for SIGTERM and SIGINT for its lifetime (without SA_RESTART:
+// waitpid returns EINTR and is retried), and restores what was there before.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+    ::sigaction(SIGINT, &sa, &old_int_);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+    ::sigaction(SIGINT, &old_int_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_term_ {}, old_int_ {};
+};
+
 // Forks, runs `fn` in the child and returns the wait status. The child dies with the parent
 // (a killed matrix leaves no orphan writing records behind it), and runs single-threaded if
 // this process has other threads (libgomp's pool does not survive fork).
@@ -105,6 +140,9 @@ int run_forked(const std::function<void()>& fn, bool& single_threaded) {
   const pid_t pid = ::fork();
   if (pid < 0) throw Error(std::string("fork failed: ") + std::strerror(errno));
   if (pid == 0) {
+    // The child dies of SIGTERM / SIGINT as any process does; only the matrix handles them.
+    ::signal(SIGTERM, SIG_DFL);
+    ::signal(SIGINT, SIG_DFL);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(125);
     if (single_threaded) omp_set_num_threads(1);
@@ -119,11 +157,19 @@ int run_forked(const std::function<void()>& fn, bool& single_threaded) {
     std::fflush(stderr);
     ::_exit(code);
   }
+  g_run_child = pid;
+  if (g_stop_signal) ::kill(pid, SIGTERM);  // the signal came between fork and here
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) throw Error(std::string("waitpid failed: ") + std::strerror(errno));
+    if (errno != EINTR) {
+      g_run_child = 0;
+      throw Error(std::string("waitpid failed: ") + std::strerror(errno));
+    }
+  g_run_child = 0;
   return status;
 }
+
+const char* sigabbrev(int sig) { return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal"; }
 
 std::string describe_exit(int status) {
   if (WIFSIGNALED(status)) {
@@ -790,8 +836,12 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       if (existing.config_hash != hash)
         throw InputError(file.string() + " was made with another configuration (config_hash " + existing.config_hash +
                          ", this run " + hash + ": options, task version, model or limit differ); use a fresh --out");
-      ++result.resumed;
-      continue;
+      if (existing.status != "interrupted") {
+        ++result.resumed;
+        continue;
+      }
+      // The one record --resume replaces: a run stopped by SIGTERM/SIGINT never finished.
+      fs::remove(file);
     }
     p.run_info = {{"tunebench_version", TB_VERSION},
                   {"git_sha", TB_GIT_SHA},
@@ -830,7 +880,9 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   if (!todo.empty()) mc.meta = meta_info(mc.cache_dir, spec.threads, spec.precision == "bf16");
   double done_seconds = 0.0;
   int64_t k = 0;
+  const StopSignals stop_signals;
   for (auto& p : todo) {
+    if (g_stop_signal) break;
     p.run_info["start_time"] = iso_time_now();
     p.run_info["threads"] = spec.threads > 0 ? spec.threads : mc.meta["threads"].get<int>();
     p.k = ++k;
@@ -847,19 +899,25 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       record_status = read_record(file).status;
     } catch (const InputError&) {
       // The child died before its record was complete: record that, with what we know.
-      const bool oom = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+      const int stop = g_stop_signal;
+      const bool oom = !stop && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+      record_status = stop ? "interrupted" : oom ? "oom" : "error";
+      const std::string message =
+          stop ? std::string("interrupted by ") + sigabbrev(stop) + " after " + format_duration(now_seconds() - t0) +
+                     " (--resume runs it again)"
+               : describe_exit(status);
       json record = {{"run_info", p.run_info},
-                     {"train_info", empty_train_info(oom ? "oom" : "error", describe_exit(status))},
+                     {"train_info", empty_train_info(record_status, message)},
                      {"metrics", json::object()},
                      {"meta_info", mc.meta}};
       record["train_info"]["run_seconds"] = now_seconds() - t0;
       write_file_atomic(file, record.dump(1) + "\n");
-      record_status = oom ? "oom" : "error";
       std::cerr << "[run " << p.k << "/" << p.n << "] " << p.item.method << " " << p.item.task << " seed"
-                << p.item.seed << " | " << record_status << ": " << describe_exit(status) << "\n";
+                << p.item.seed << " | " << record_status << ": " << message << "\n";
     }
     if (record_status != "ok") ++result.failed;
   }
+  result.stop_signal = g_stop_signal;
   result.records = write_summaries(spec.out);
   return result;
 }

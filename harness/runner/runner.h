@@ -90,10 +90,14 @@ struct MatrixResult {
   int64_t executed = 0;  // runs started by this invocation
   int64_t resumed = 0;   // skipped because their record exists (--resume)
   int64_t failed = 0;    // records of this invocation whose status is not ok
+  // SIGTERM or SIGINT stopped the matrix (0 = it ran to the end): the run in progress is
+  // recorded as interrupted (what --resume runs again) and no further run started.
+  int stop_signal = 0;
   std::vector<Record> records;  // every record in the output directory afterwards
 };
 
-// Runs the matrix, writes one record per run and the summaries; `methods` is the method
+// Runs the matrix, writes one record per run and the summaries (SIGTERM / SIGINT: see
+// MatrixResult::stop_signal); `methods` is the method
 // table to draw from (the registry in the CLI). The calling process should not have run
 // multi-threaded OpenMP regions (a forked child cannot use libgomp's pool): if it has other
 // threads at fork time, each child runs single-threaded, and the record says so.

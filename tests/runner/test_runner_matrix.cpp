@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <new>
 
@@ -26,6 +29,12 @@ class FaultyMethod : public methods::Method {
     if (what_ == "sigkill") ::raise(SIGKILL);
     if (what_ == "bad_alloc") throw std::bad_alloc();
     if (what_ == "throw") throw tb::InputError("option --throw.value: 'x' is not a number");
+    if (what_ == "self_term") {
+      // SIGTERM to the matrix, as `kill` or a batch system's time limit would send it, while
+      // this run is in progress; the matrix must stop this child and record it as interrupted.
+      ::kill(::getppid(), SIGTERM);
+      ::sleep(60);
+    }
     if (what_ == "diverge") {
       ctx.meter.status = "diverged";
       ctx.meter.status_message = "non-finite training loss at step 3";
@@ -195,6 +204,44 @@ TEST_F(RunnerMatrix, LimitTakesAnUnbiasedStableSubset) {
   EXPECT_LT(positives, 8);
   for (const auto& r : result.records) EXPECT_EQ(r.json["train_info"]["details"], d) << r.file;
   EXPECT_EQ(result.records[0].json["run_info"]["examples"]["test"], 8);
+}
+
+TEST_F(RunnerMatrix, SigtermStopsTheRunInProgressRecordsItInterruptedAndResumeRedoesIt) {
+  const fs::path out = dir_ / "out";
+  const std::vector<std::string> order = {"ok", "self_term", "after"};
+  std::vector<methods::MethodInfo> table = {faulty("ok"), faulty("self_term"), faulty("after")};
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto stopped = runner::run_matrix(spec(order, out), table);
+  // The child was stopped, not waited for (it sleeps 60 s after signalling).
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+  EXPECT_EQ(stopped.stop_signal, SIGTERM);
+  EXPECT_EQ(stopped.executed, 2);  // "after" never started
+  std::map<std::string, runner::Record> by_method;
+  for (const auto& r : stopped.records) by_method[r.method] = r;
+  ASSERT_EQ(by_method.size(), 2u);
+  EXPECT_EQ(by_method["ok"].status, "ok");
+  EXPECT_EQ(by_method["self_term"].status, "interrupted");
+  EXPECT_NE(by_method["self_term"].message.find("interrupted by SIGTERM"), std::string::npos) << by_method["self_term"].message;
+  // The handler is gone with the matrix: this process has its own SIGTERM disposition back.
+  struct sigaction now {};
+  ::sigaction(SIGTERM, nullptr, &now);
+  EXPECT_EQ(now.sa_handler, SIG_DFL);
+
+  // --resume keeps the finished run, runs the interrupted one again (here it completes) and
+  // the rest of the matrix.
+  const std::string ok_bytes = slurp(out / runner::record_filename("ok", "tiny-sst2", 0));
+  table[1] = faulty("ok");
+  table[1].name = "self_term";
+  auto resumed_spec = spec(order, out);
+  resumed_spec.resume = true;
+  const auto resumed = runner::run_matrix(resumed_spec, table);
+  EXPECT_EQ(resumed.stop_signal, 0);
+  EXPECT_EQ(resumed.resumed, 1);
+  EXPECT_EQ(resumed.executed, 2);
+  EXPECT_EQ(resumed.failed, 0);
+  for (const auto& r : resumed.records) EXPECT_EQ(r.status, "ok") << r.method;
+  EXPECT_EQ(resumed.records.size(), 3u);
+  EXPECT_EQ(slurp(out / runner::record_filename("ok", "tiny-sst2", 0)), ok_bytes);
 }
 
 }  // namespace

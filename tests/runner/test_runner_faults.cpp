@@ -1,0 +1,142 @@
+// Faults a matrix meets on shared machines, through the built CLI on the tiny model: SIGKILL
+// at twenty different moments of a six-run matrix, each followed by --resume, must end with
+// the records of an uninterrupted run (metrics bitwise; timings aside); SIGTERM must stop the
+// run in progress, record it as interrupted and exit 128 + 15, and --resume must finish it.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "harness/runner/record.h"
+#include "tests/runner/runner_fixture.h"
+
+namespace tb::testing {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+class RunnerFaults : public RunnerTest {
+ protected:
+  const std::string methods_ = "majority,head";
+  const std::string flags_ = "--seeds 0,1,2 --head.epochs 2";
+
+  // Starts `tunebench run` into `out` in the background; returns its pid.
+  pid_t start(const fs::path& out, const std::string& extra = "") const {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("OMP_NUM_THREADS", "1", 1);
+      const std::string cmd =
+          "exec " + shell_quote(TB_CLI) + " " + run_args(methods_, out, flags_ + " " + extra) + " >/dev/null 2>&1";
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    return pid;
+  }
+
+  // A killed matrix's run child dies with it (PR_SET_PDEATHSIG), which can take a moment on a
+  // loaded machine; until then its temp file is not debris. Waits until no writer of a
+  // hidden file is alive (or a zombie).
+  static void wait_for_writers(const fs::path& out) {
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    auto alive = [&] {
+      if (!fs::exists(out)) return false;
+      for (const auto& h : hidden_files(out)) {
+        const auto pid = static_cast<pid_t>(std::atoll(h.substr(h.find_last_of('.') + 1).c_str()));
+        if (pid <= 0 || ::kill(pid, 0) != 0) continue;
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        const auto close = line.rfind(')');
+        if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z') return true;
+      }
+      return false;
+    };
+    while (alive() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
+  // record file -> its metrics and status (what must not depend on interruptions).
+  static std::map<std::string, json> outcome(const fs::path& out) {
+    std::map<std::string, json> m;
+    for (const auto& r : runner::read_records(out))
+      m[r.file.filename().string()] = {{"status", r.status}, {"metrics", r.json["metrics"]}};
+    return m;
+  }
+};
+
+TEST_F(RunnerFaults, SigkillAtTwentyMomentsThenResumeEqualsAnUninterruptedRun) {
+  const fs::path ref = dir_ / "reference";
+  const auto r = cli(run_args(methods_, ref, flags_));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto expected = outcome(ref);
+  ASSERT_EQ(expected.size(), 6u);
+  // The kill moments are fractions of a warm run's time (the first run also fills caches);
+  // the warm run must itself reproduce the reference bitwise.
+  const auto t0 = Clock::now();
+  ASSERT_EQ(cli(run_args(methods_, dir_ / "warm", flags_)).exit_code, 0);
+  const double full = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_EQ(outcome(dir_ / "warm"), expected);
+
+  int killed_mid_matrix = 0;
+  for (int i = 0; i < 20; ++i) {
+    const fs::path out = dir_ / ("kill" + std::to_string(i));
+    const pid_t pid = start(out);
+    ASSERT_GT(pid, 0);
+    // Kill moments spread over the whole matrix: startup, mid-run, between runs, at the end.
+    std::this_thread::sleep_for(std::chrono::duration<double>(full * (i + 0.5) / 20.0));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) ++killed_mid_matrix;
+    wait_for_writers(out);
+    std::map<std::string, std::string> kept;
+    if (fs::exists(out))
+      for (const auto& f : record_names(out)) kept[f] = slurp(out / f);
+    const auto resumed = cli(run_args(methods_, out, flags_ + " --resume"));
+    ASSERT_EQ(resumed.exit_code, 0) << "kill " << i << ": " << resumed.err;
+    EXPECT_EQ(outcome(out), expected) << "kill " << i << " at " << full * (i + 0.5) / 20.0 << " s";
+    EXPECT_TRUE(hidden_files(out).empty()) << "kill " << i;
+    for (const auto& [f, bytes] : kept) EXPECT_EQ(slurp(out / f), bytes) << f << " was rewritten (kill " << i << ")";
+  }
+  // Most moments fall inside the matrix (on a loaded machine a few may come after it ended).
+  EXPECT_GE(killed_mid_matrix, 12);
+}
+
+TEST_F(RunnerFaults, SigtermStopsTheRunRecordsItInterruptedAndResumeFinishesIt) {
+  const fs::path ref = dir_ / "reference", out = dir_ / "term";
+  ASSERT_EQ(cli(run_args(methods_, ref, flags_)).exit_code, 0);
+  const pid_t pid = start(out);
+  // SIGTERM as soon as the first record exists: the matrix is between or inside runs.
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline && (!fs::exists(out) || record_names(out).empty()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "tunebench run died of the signal instead of handling it";
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  const auto records = runner::read_records(out);
+  ASSERT_FALSE(records.empty());
+  ASSERT_LT(records.size(), 6u);
+  int interrupted = 0;
+  for (const auto& r : records) {
+    if (r.status == "interrupted") {
+      ++interrupted;
+      EXPECT_NE(r.message.find("interrupted by SIGTERM"), std::string::npos) << r.message;
+    } else {
+      EXPECT_EQ(r.status, "ok") << r.file;
+    }
+  }
+  EXPECT_LE(interrupted, 1);
+  EXPECT_TRUE(hidden_files(out).empty());
+  const auto resumed = cli(run_args(methods_, out, flags_ + " --resume"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_EQ(outcome(out), outcome(ref));
+}
+
+}  // namespace
+}  // namespace tb::testing
