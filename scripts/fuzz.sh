@@ -22,10 +22,11 @@ for t in "${targets[@]}"; do
   [ -d "tests/fuzz/corpus/$t" ] || { echo "fuzz: no target '$t' (known: $(ls tests/fuzz/corpus | tr '\n' ' '))" >&2; exit 2; }
 done
 
-CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_FUZZ=ON >"$build.configure.log" 2>&1 ||
-  { tail -20 "$build.configure.log" >&2; echo "fuzz: cmake failed (log: $build.configure.log)" >&2; exit 2; }
-cmake --build "$build" -j "$(nproc)" --target tunebench_fuzz >"$build.build.log" 2>&1 ||
-  { grep -m20 -E 'error' "$build.build.log" >&2; echo "fuzz: build failed (log: $build.build.log)" >&2; exit 2; }
+mkdir -p "$build"
+CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_FUZZ=ON >"$build/fuzz-configure.log" 2>&1 ||
+  { tail -20 "$build/fuzz-configure.log" >&2; echo "fuzz: cmake failed (log: $build/fuzz-configure.log)" >&2; exit 2; }
+cmake --build "$build" -j "$(nproc)" --target tunebench_fuzz >"$build/fuzz-build.log" 2>&1 ||
+  { grep -m20 -E 'error' "$build/fuzz-build.log" >&2; echo "fuzz: build failed (log: $build/fuzz-build.log)" >&2; exit 2; }
 
 fuzzer="$build/tunebench_fuzz"
 failed=0 total_execs=0 total_seconds=0
