@@ -88,9 +88,10 @@ class RunnerTest : public ::testing::Test {
   }
 
   // Runs `tunebench <args>` with OMP_NUM_THREADS=1.
-  CliResult cli(const std::string& args) const {
+  // `env`: more VAR=value assignments for the command (already shell-quoted).
+  CliResult cli(const std::string& args, const std::string& env = "") const {
     const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string cmd = "OMP_NUM_THREADS=1 " + shell_quote(TB_CLI) + " " + args + " >" + shell_quote(out.string()) +
+    const std::string cmd = "OMP_NUM_THREADS=1 " + env + " " + shell_quote(TB_CLI) + " " + args + " >" + shell_quote(out.string()) +
                             " 2>" + shell_quote(err.string());
     const int status = std::system(cmd.c_str());
     CliResult r;

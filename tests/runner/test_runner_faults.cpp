@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -136,6 +137,43 @@ TEST_F(RunnerFaults, SigtermStopsTheRunRecordsItInterruptedAndResumeFinishesIt) 
   const auto resumed = cli(run_args(methods_, out, flags_ + " --resume"));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_EQ(outcome(out), outcome(ref));
+}
+
+// The results directory is a disk with room for two records: the third run cannot write its
+// record, nor can the runner write the failure record for it. The command must stop with one
+// line naming the file and the cause (exit 2), leave no partial or temp file, and --resume on
+// the freed disk must finish the matrix with the records of an uninterrupted run.
+TEST_F(RunnerFaults, ADiskThatFillsWhileRecordsAreWrittenStopsCleanlyAndResumeCompletes) {
+  const fs::path ref = dir_ / "reference", out = dir_ / "full-disk";
+  ASSERT_EQ(cli(run_args(methods_, ref, flags_)).exit_code, 0);
+  std::vector<std::uintmax_t> sizes;
+  for (const auto& f : record_names(ref)) sizes.push_back(fs::file_size(ref / f));
+  std::sort(sizes.begin(), sizes.end());
+  // The runs go majority seeds 0, 1, 2, then head: room for the two smallest records and
+  // half of one more, so the third run's record does not fit.
+  const std::uintmax_t quota = sizes[0] + sizes[1] + sizes[0] / 2;
+  fs::create_directories(out);
+  const auto r = cli(run_args(methods_, out, flags_),
+                     "LD_PRELOAD=" + shell_quote(TB_ENOSPC_SHIM) + " TB_FAULT_ENOSPC_PATH=" +
+                         shell_quote(fs::absolute(out).string()) + " TB_FAULT_ENOSPC_BYTES=" + std::to_string(quota));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  // The last line of stderr is the error: the path and the cause.
+  std::string last = r.err.substr(0, r.err.find_last_not_of('\n') + 1);
+  last = last.substr(last.find_last_of('\n') + 1);
+  EXPECT_NE(last.find(out.string()), std::string::npos) << r.err;
+  EXPECT_NE(last.find("No space left on device"), std::string::npos) << r.err;
+  EXPECT_TRUE(hidden_files(out).empty());
+  const auto kept_names = record_names(out);
+  EXPECT_EQ(kept_names.size(), 2u);
+  std::map<std::string, std::string> kept;
+  for (const auto& f : kept_names) {
+    EXPECT_NO_THROW(runner::read_record(out / f)) << f;
+    kept[f] = slurp(out / f);
+  }
+  const auto resumed = cli(run_args(methods_, out, flags_ + " --resume"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_EQ(outcome(out), outcome(ref));
+  for (const auto& [f, bytes] : kept) EXPECT_EQ(slurp(out / f), bytes) << f;
 }
 
 }  // namespace
