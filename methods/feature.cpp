@@ -16,6 +16,7 @@
 
 #include "harness/base/hash.h"
 #include "harness/base/errors.h"
+#include "harness/base/files.h"
 #include "harness/core/optimizer.h"
 #include "methods/trainer.h"
 
@@ -42,6 +43,8 @@ class FeatureMethod final : public Method {
     pool_ = pool == "mean" ? Pool::mean : Pool::last;
     max_len_ = ctx.options.integer("max-length");
     if (max_len_ <= 0) throw InputError("--feature.max-length must be positive");
+    // Like the trainer's inputs, never longer than the model's context.
+    max_len_ = std::min<int64_t>(max_len_, mc.max_positions);
     K_ = static_cast<int64_t>(ctx.task.label_names().size());
 
     const auto train = features(ctx, ctx.train, "train");
@@ -184,17 +187,10 @@ class FeatureMethod final : public Method {
     cost.flops = ctx.model.flop_count() - flops0;
     charge(ctx, split, cost);
     std::filesystem::create_directories(path.parent_path());
-    const auto tmp = path.string() + ".tmp" + std::to_string(::getpid());
-    {
-      std::ofstream out(tmp, std::ios::binary);
-      out.write(reinterpret_cast<const char*>(f.x.data()), static_cast<std::streamsize>(f.x.size() * sizeof(float)));
-    }
-    std::filesystem::rename(tmp, path);
-    {
-      std::ofstream out(tmp);
-      out << cost.to_json().dump() << "\n";
-    }
-    std::filesystem::rename(tmp, cost_path);
+    // Checked atomic writes: a full disk fails the run naming the file, never leaves a
+    // truncated cache that a later run would read as features.
+    write_file_atomic(path, std::string(reinterpret_cast<const char*>(f.x.data()), f.x.size() * sizeof(float)));
+    write_file_atomic(cost_path, cost.to_json().dump() + "\n");
     ctx.meter.details[std::string("cache_hit_") + split] = false;
     return f;
   }

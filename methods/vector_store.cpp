@@ -319,7 +319,26 @@ void HnswIndex::save(const fs::path& file) const {
   // name; the pid keeps parallel shards from writing the same temporary file.
   const fs::path tmp = file.string() + ".tmp." + std::to_string(::getpid());
   graph_->saveIndex(tmp.string());
+  // hnswlib's saveIndex does not check its stream: on a full disk it leaves a short file
+  // and returns. Its layout is known (13 header fields, level 0, then each element's link
+  // list with its length), so a file of another size is a failed write, never renamed in.
+  const auto& g = *graph_;
+  std::uintmax_t expected = sizeof g.offsetLevel0_ + sizeof g.max_elements_ + sizeof g.cur_element_count +
+                            sizeof g.size_data_per_element_ + sizeof g.label_offset_ + sizeof g.offsetData_ +
+                            sizeof g.maxlevel_ + sizeof g.enterpoint_node_ + sizeof g.maxM_ + sizeof g.maxM0_ +
+                            sizeof g.M_ + sizeof g.mult_ + sizeof g.ef_construction_ +
+                            g.cur_element_count * g.size_data_per_element_;
+  for (size_t i = 0; i < g.cur_element_count; ++i)
+    expected += sizeof(unsigned int) +
+                (g.element_levels_[i] > 0 ? g.size_links_per_element_ * static_cast<size_t>(g.element_levels_[i]) : 0);
   std::error_code ec;
+  const auto size = fs::file_size(tmp, ec);
+  const std::uintmax_t written = ec ? 0 : size;
+  if (written != expected) {
+    fs::remove(tmp, ec);
+    throw InputError("HNSW index " + file.string() + ": cannot write it: " + std::to_string(written) + " of " +
+                     std::to_string(expected) + " bytes written (disk full?)");
+  }
   fs::rename(tmp, file, ec);
   if (ec) throw InputError("HNSW index " + file.string() + ": cannot write it: " + ec.message());
 }

@@ -10,6 +10,7 @@
 
 #include "harness/core/checkpoint_dir.h"
 #include "harness/base/errors.h"
+#include "harness/base/files.h"
 #include "harness/core/safetensors.h"
 
 namespace tb {
@@ -114,15 +115,7 @@ void save_model(const Model& model, const std::filesystem::path& dir, DType dtyp
   write_safetensors(dir / kWeightsFile, tensors, {{"format", "pt"}});
   auto j = cfg.to_hf_json();
   j["torch_dtype"] = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
-  const auto tmp = dir / (std::string(kConfigFile) + ".tmp");
-  {
-    std::ofstream out(tmp);
-    if (!out) throw InputError(tmp.string() + ": cannot write");
-    out << j.dump(2) << "\n";
-    if (!out) throw InputError(tmp.string() + ": write failed");
-  }
-  std::filesystem::rename(tmp, dir / kConfigFile, ec);
-  if (ec) throw InputError((dir / kConfigFile).string() + ": cannot rename: " + ec.message());
+  write_file_atomic(dir / kConfigFile, j.dump(2) + "\n");
 }
 
 }  // namespace tb

@@ -18,6 +18,7 @@
 #include "harness/base/hash.h"
 #include "datasets/sources.h"
 #include "harness/base/errors.h"
+#include "harness/base/files.h"
 #include "harness/core/model_io.h"
 #include "harness/core/optimizer.h"
 #include "harness/core/safetensors.h"
@@ -48,16 +49,9 @@ void add_stat(std::vector<std::pair<std::string, int64_t>>& v, const std::string
   v.emplace_back(k, n);
 }
 
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw InputError(tmp.string() + ": cannot write");
-    out << text;
-    if (!out) throw InputError(tmp.string() + ": write failed");
-  }
-  fs::rename(tmp, path);
-}
+// Checked (write, fsync, rename) so a full disk fails naming the file instead of leaving a
+// truncated file for --resume to read.
+void write_text_atomic(const fs::path& path, const std::string& text) { write_file_atomic(path, text); }
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -256,11 +250,7 @@ void pretrain(const PretrainOptions& o) {
       stream.push_back(static_cast<uint16_t>(eos));
       total_bytes += static_cast<int64_t>(docs[i].text.size());
     }
-    {
-      std::ofstream out(stream_path.string() + ".tmp", std::ios::binary);
-      out.write(reinterpret_cast<const char*>(stream.data()), static_cast<std::streamsize>(stream.size() * 2));
-    }
-    fs::rename(stream_path.string() + ".tmp", stream_path);
+    write_file_atomic(stream_path, std::string(reinterpret_cast<const char*>(stream.data()), stream.size() * 2));
     corpus_info = {{"documents", docs.size()}, {"bytes", total_bytes}, {"tokens", stream.size()},
                    {"docs_by_source", stats.docs_by_source}, {"bytes_by_source", stats.bytes_by_source},
                    {"dropped_by_source", stats.dropped_by_source}};

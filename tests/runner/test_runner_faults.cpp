@@ -60,6 +60,25 @@ class RunnerFaults : public RunnerTest {
     while (alive() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 
+  // Bytes of the regular files under `dir`.
+  static std::uintmax_t tree_bytes(const fs::path& dir) {
+    std::uintmax_t n = 0;
+    if (fs::exists(dir))
+      for (const auto& e : fs::recursive_directory_iterator(dir))
+        if (e.is_regular_file()) n += e.file_size();
+    return n;
+  }
+
+  // Hidden (temp) files anywhere under `dir`.
+  static std::vector<std::string> hidden_files_under(const fs::path& dir) {
+    std::vector<std::string> out;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      const auto name = e.path().filename().string();
+      if (name[0] == '.' || name.find(".tmp") != std::string::npos) out.push_back(e.path().string());
+    }
+    return out;
+  }
+
   // record file -> its metrics and status (what must not depend on interruptions).
   static std::map<std::string, json> outcome(const fs::path& out) {
     std::map<std::string, json> m;
@@ -149,9 +168,10 @@ TEST_F(RunnerFaults, ADiskThatFillsWhileRecordsAreWrittenStopsCleanlyAndResumeCo
   std::vector<std::uintmax_t> sizes;
   for (const auto& f : record_names(ref)) sizes.push_back(fs::file_size(ref / f));
   std::sort(sizes.begin(), sizes.end());
-  // The runs go majority seeds 0, 1, 2, then head: room for the two smallest records and
-  // half of one more, so the third run's record does not fit.
-  const std::uintmax_t quota = sizes[0] + sizes[1] + sizes[0] / 2;
+  // The runs go majority seeds 0, 1, 2, then head: room for what the runner caches first
+  // (model hash, matmul peak), the two smallest records and half of one more, so the third
+  // run's record does not fit.
+  const std::uintmax_t quota = tree_bytes(ref / "cache") + sizes[0] + sizes[1] + sizes[0] / 2;
   fs::create_directories(out);
   const auto r = cli(run_args(methods_, out, flags_),
                      "LD_PRELOAD=" + shell_quote(TB_ENOSPC_SHIM) + " TB_FAULT_ENOSPC_PATH=" +
@@ -174,6 +194,44 @@ TEST_F(RunnerFaults, ADiskThatFillsWhileRecordsAreWrittenStopsCleanlyAndResumeCo
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_EQ(outcome(out), outcome(ref));
   for (const auto& [f, bytes] : kept) EXPECT_EQ(slurp(out / f), bytes) << f;
+}
+
+// The disk fills at eight different points of a matrix that writes more than records: the
+// feature cache (features and their cost) and the records of feature, head and majority runs.
+// Whatever the point, the command fails (exit 1 or 2, never a crash), every record left is
+// valid, nothing half-written stays under the results directory, and --resume on the freed
+// disk ends with the records of an uninterrupted run — in particular, no run reads a
+// truncated feature cache as features.
+TEST_F(RunnerFaults, ADiskThatFillsAtAnyPointLeavesNothingHalfWritten) {
+  const std::string methods = "feature,head,majority", flags = "--seeds 0,1 --head.epochs 2";
+  const fs::path ref = dir_ / "reference";
+  const auto r0 = cli(run_args(methods, ref, flags));
+  std::string failures;
+  for (const auto& rec : runner::read_records(ref))
+    if (rec.status != "ok") failures += rec.file.filename().string() + ": " + rec.message + "\n";
+  ASSERT_EQ(r0.exit_code, 0) << failures << r0.err;
+  const auto expected = outcome(ref);
+  const std::uintmax_t total = tree_bytes(ref);
+  ASSERT_GT(tree_bytes(ref / "cache" / "features"), 0u) << "the feature cache was not written where expected";
+  for (int i = 0; i < 8; ++i) {
+    const fs::path out = dir_ / ("quota" + std::to_string(i));
+    fs::create_directories(out);
+    const std::uintmax_t quota = total * static_cast<std::uintmax_t>(i) / 8;
+    const auto r = cli(run_args(methods, out, flags),
+                       "LD_PRELOAD=" + shell_quote(TB_ENOSPC_SHIM) + " TB_FAULT_ENOSPC_PATH=" +
+                           shell_quote(fs::absolute(out).string()) + " TB_FAULT_ENOSPC_BYTES=" + std::to_string(quota));
+    EXPECT_TRUE(r.exit_code == 1 || r.exit_code == 2) << "quota " << quota << ": exit " << r.exit_code << "\n" << r.err;
+    EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << "quota " << quota << "\n" << r.err;
+    EXPECT_TRUE(hidden_files_under(out).empty()) << "quota " << quota;
+    for (const auto& f : record_names(out)) EXPECT_NO_THROW(runner::read_record(out / f)) << f;
+    // Runs recorded as failed for want of space are redone on a fresh directory's terms:
+    // drop them, as an operator would, and resume.
+    for (const auto& rec : runner::read_records(out))
+      if (rec.status != "ok") fs::remove(rec.file);
+    const auto resumed = cli(run_args(methods, out, flags + " --resume"));
+    ASSERT_EQ(resumed.exit_code, 0) << "quota " << quota << ": " << resumed.err;
+    EXPECT_EQ(outcome(out), expected) << "quota " << quota;
+  }
 }
 
 }  // namespace
