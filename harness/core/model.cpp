@@ -149,6 +149,21 @@ void ModelConfig::validate(const std::string& src) const {
   positive(head_dim, "head_dim");
   positive(intermediate, g ? "n_inner" : "intermediate_size");
   positive(max_positions, g ? "n_positions" : "max_position_embeddings");
+  // Bounds far above any real checkpoint, so every size computed from them (parameter
+  // counts, buffer sizes) stays exact in 64 bits.
+  auto at_most = [&](int64_t v, int64_t limit, const char* name) {
+    if (v > limit)
+      throw ModelError(src + ": field '" + name + "' = " + std::to_string(v) + " is beyond what tunebench supports (at most " +
+                       std::to_string(limit) + ")");
+  };
+  at_most(vocab_size, int64_t{1} << 31, "vocab_size");
+  at_most(hidden, int64_t{1} << 20, g ? "n_embd" : "hidden_size");
+  at_most(n_layer, int64_t{1} << 12, g ? "n_layer" : "num_hidden_layers");
+  at_most(n_head, int64_t{1} << 16, g ? "n_head" : "num_attention_heads");
+  at_most(head_dim, int64_t{1} << 16, "head_dim");
+  at_most(n_head * head_dim, int64_t{1} << 20, "num_attention_heads × head_dim");
+  at_most(intermediate, int64_t{1} << 22, g ? "n_inner" : "intermediate_size");
+  at_most(max_positions, int64_t{1} << 24, g ? "n_positions" : "max_position_embeddings");
   if (n_head % n_kv_head != 0)
     throw ModelError(src + ": field 'num_key_value_heads' must divide 'num_attention_heads'");
   if (family == Family::llama && head_dim % 2 != 0)

@@ -4,6 +4,7 @@
 // rotary_emb.inv_freq), which are recomputed rather than loaded.
 #include "harness/core/model_io.h"
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <set>
@@ -48,6 +49,33 @@ bool is_conv1d_weight(const ModelConfig& cfg, const std::string& name) {
          ends_with(name, "mlp.c_fc.weight") || ends_with(name, "mlp.c_proj.weight");
 }
 
+// Memory this process can still get: MemAvailable + SwapFree from /proc/meminfo, in bytes;
+// -1 when unknown.
+static int64_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  int64_t total = -1;
+  std::string key, unit;
+  int64_t kb = 0;
+  while (in >> key >> kb) {
+    std::getline(in, unit);
+    if (key == "MemAvailable:" || key == "SwapFree:") total = (total < 0 ? 0 : total) + kb * 1024;
+  }
+  return total;
+}
+
+// A model whose fp32 weights alone exceed the memory available is refused before anything is
+// allocated, with the figures, instead of failing in an allocation (or being OOM-killed).
+static void check_fits_in_memory(const ModelConfig& cfg, const std::string& where) {
+  const double need = static_cast<double>(count_params(cfg)) * sizeof(float);
+  const int64_t avail = available_memory_bytes();
+  if (avail > 0 && need > static_cast<double>(avail)) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, ": the model has %lld parameters (%.1f GB of fp32 weights); this machine has %.1f GB of memory available",
+                  static_cast<long long>(count_params(cfg)), need / 1e9, static_cast<double>(avail) / 1e9);
+    throw ModelError(where + buf);
+  }
+}
+
 std::unique_ptr<Model> load_model(const std::filesystem::path& path) {
   std::filesystem::path dir = path;
   if (std::filesystem::is_regular_file(path)) dir = path.parent_path();
@@ -55,6 +83,7 @@ std::unique_ptr<Model> load_model(const std::filesystem::path& path) {
   const auto ckpt = CheckpointDir::open(path);
   if (!ckpt.has_config()) throw ModelError((dir / kConfigFile).string() + ": missing config.json");
   const auto cfg = ModelConfig::from_hf_json(ckpt.config(), ckpt.config_path().string());
+  check_fits_in_memory(cfg, ckpt.config_path().string());
   auto model = std::make_unique<Model>(cfg);
   const std::string where = ckpt.path().string();
 

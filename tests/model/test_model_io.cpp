@@ -105,6 +105,37 @@ TEST(ModelIo, BadConfigFieldsAreNamed) {
   }
 }
 
+// Sizes beyond any real checkpoint are refused by name before any size is computed from them
+// (a parameter count would overflow 64 bits).
+TEST(ModelIo, ConfigSizesBeyondTheSupportedRangeAreNamed) {
+  for (auto [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"n_embd", int64_t{1} << 40}, {"n_layer", int64_t{1} << 30}, {"n_inner", int64_t{1} << 50},
+           {"vocab_size", int64_t{1} << 40}, {"n_positions", int64_t{1} << 40}}) {
+    TempDir d;
+    write_variant(d.path, [](auto&, auto&) {}, [&](nlohmann::json& c) { c[field] = value; });
+    const auto e = error_of(d.path);
+    EXPECT_NE(e.find(field), std::string::npos) << field << ": " << e;
+    EXPECT_NE(e.find("beyond what tunebench supports"), std::string::npos) << e;
+  }
+}
+
+// A model whose weights cannot fit in this machine's memory is refused with the figures before
+// anything is allocated (not a bad_alloc, not the OOM killer): 4096 layers of width 65536 are
+// ~8.4 TB of fp32 weights.
+TEST(ModelIo, AModelLargerThanMemoryIsRefusedWithTheFigures) {
+  TempDir d;
+  write_variant(d.path, [](auto&, auto&) {}, [](nlohmann::json& c) {
+    c["n_embd"] = 65536;
+    c["n_head"] = 512;
+    c["n_layer"] = 4096;
+    c["n_inner"] = 4 * 65536;
+  });
+  const auto e = error_of(d.path);
+  EXPECT_NE(e.find("config.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("GB of fp32 weights"), std::string::npos) << e;
+  EXPECT_NE(e.find("memory available"), std::string::npos) << e;
+}
+
 TEST(ModelIo, SaveLoadRoundTripIsExact) {
   auto m = tb::load_model(kGpt2);
   TempDir d;
