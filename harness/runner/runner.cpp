@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <new>
 #include <set>
 #include <sstream>
@@ -411,8 +412,10 @@ struct MatrixContext {
 struct RunPlan {
   RunItem item;
   const methods::MethodInfo* info = nullptr;
-  std::map<std::string, std::string> options;
-  json run_info;
+  // Shared by every run of the method: a matrix of many seeds holds one copy.
+  std::shared_ptr<const std::map<std::string, std::string>> options;
+  std::string config_hash;
+  json run_info;  // built when the run starts (a large matrix never holds every run's)
   int64_t k = 0, n = 0;
   double runs_done_seconds = 0.0;
 };
@@ -485,7 +488,7 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     if (test.empty()) throw InputError("task " + task->name() + " has no test examples");
 
     methods::Meter meter;
-    methods::Options options(plan.item.method, plan.options);
+    methods::Options options(plan.item.method, *plan.options);
     const double t_train_start = now_seconds();
     meter.progress = [&](const std::string& phase, int64_t step, int64_t total, double loss) {
       const double secs = meter.train_seconds > 0 ? meter.train_seconds : now_seconds() - t_train_start;
@@ -677,11 +680,11 @@ std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
 
 std::vector<uint64_t> parse_seeds(const std::string& text, const std::string& what) {
   std::vector<uint64_t> seeds;
+  std::set<uint64_t> seen;  // a set: a list of a million seeds is checked in a second, not hours
   for (const auto& s : split_list(text)) {
     const int64_t v = parse_int(s, what);
     if (v < 0) throw InputError(what + ": seed " + s + " is negative");
-    if (std::find(seeds.begin(), seeds.end(), static_cast<uint64_t>(v)) != seeds.end())
-      throw InputError(what + ": seed " + s + " is listed twice");
+    if (!seen.insert(static_cast<uint64_t>(v)).second) throw InputError(what + ": seed " + s + " is listed twice");
     seeds.push_back(static_cast<uint64_t>(v));
   }
   if (seeds.empty()) throw InputError(what + ": no seeds in '" + text + "'");
@@ -793,7 +796,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   for (const auto& m : spec.methods) {
     const auto& info = find_method(m);
     const auto given = spec.options.count(m) ? spec.options.at(m) : std::map<std::string, std::string>{};
-    const auto options = resolve_options(info, given);
+    const auto options = std::make_shared<const std::map<std::string, std::string>>(resolve_options(info, given));
     for (const auto& t : spec.tasks) {
       const auto task = registry.load(t);
       const bool supported = std::find(info.supports.begin(), info.supports.end(), task->output_type()) != info.supports.end();
@@ -817,14 +820,49 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   result.planned = static_cast<int64_t>(plans.size());
   mc.model_sha = model_sha256(mc.model_dir, mc.cache_dir);
   std::vector<RunPlan> todo;
+  // What a run's record says of its task depends on the task and --limit only: computed once
+  // per task, so planning a matrix of many seeds costs one pass over each task's data.
+  struct TaskFacts {
+    int version = 1;
+    std::string primary_metric;
+    json examples, documents_limit;
+  };
+  std::map<std::string, TaskFacts> facts;
+  auto facts_of = [&](const std::string& name) -> const TaskFacts& {
+    const auto it = facts.find(name);
+    if (it != facts.end()) return it->second;
+    const auto task = registry.load(name);
+    TaskFacts f;
+    f.version = task->version();
+    f.primary_metric = task->spec().primary_metric;
+    f.examples = {{"train", take(task->split("train"), spec.limit).size()},
+                  {"dev", take(task->split("dev"), spec.limit).size()},
+                  {"test", take(task->split("test"), spec.limit).size()}};
+    if (!task->documents().empty()) {
+      const auto run_task = limited_task(task, spec.limit);
+      f.examples["documents"] = run_task->documents().size();
+      if (run_task != task)
+        f.documents_limit = {
+            {"documents", run_task->documents().size()},
+            {"of", task->documents().size()},
+            {"rule", "--limit " + std::to_string(spec.limit) + ": the gold documents of the kept train/dev/test examples "
+                     "plus the " + std::to_string(spec.limit) + " other documents whose ids hash lowest"}};
+    }
+    return facts.emplace(name, std::move(f)).first->second;
+  };
+  std::map<std::pair<std::string, std::string>, std::string> hashes;  // (method, task) -> config hash
   for (auto& p : plans) {
-    const auto task = registry.load(p.item.task);
-    const json options_json = p.options;
-    json config = {{"method", p.item.method}, {"options", options_json}, {"task", p.item.task},
-                         {"task_version", task->version()}, {"model_sha256", mc.model_sha}, {"limit", spec.limit}};
-    // f32 runs keep the hash they had before precision became an option.
-    if (spec.precision != "f32") config["precision"] = spec.precision;
-    const std::string hash = tb::sha256_hex(config.dump()).substr(0, 16);
+    auto& cached = hashes[{p.item.method, p.item.task}];
+    if (cached.empty()) {
+      const auto& tf = facts_of(p.item.task);
+      json config = {{"method", p.item.method}, {"options", *p.options}, {"task", p.item.task},
+                     {"task_version", tf.version}, {"model_sha256", mc.model_sha}, {"limit", spec.limit}};
+      // f32 runs keep the hash they had before precision became an option.
+      if (spec.precision != "f32") config["precision"] = spec.precision;
+      cached = tb::sha256_hex(config.dump()).substr(0, 16);
+    }
+    p.config_hash = cached;
+    const std::string& hash = p.config_hash;
     const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
     if (fs::exists(file)) {
       if (!spec.resume)
@@ -843,39 +881,33 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       // The one record --resume replaces: a run stopped by SIGTERM/SIGINT never finished.
       fs::remove(file);
     }
-    p.run_info = {{"tunebench_version", TB_VERSION},
-                  {"git_sha", TB_GIT_SHA},
-                  {"command_line", spec.command_line},
-                  {"method", p.item.method},
-                  {"options", options_json},
-                  {"config_hash", hash},
-                  {"task", p.item.task},
-                  {"task_version", task->version()},
-                  {"primary_metric", task->spec().primary_metric},
-                  {"model_path", mc.model_dir.string()},
-                  {"model_sha256", mc.model_sha},
-                  {"seed", p.item.seed},
-                  {"threads", spec.threads},
-                  {"limit", spec.limit},
-                  {"precision", spec.precision},
-                  {"examples",
-                   {{"train", take(task->split("train"), spec.limit).size()},
-                    {"dev", take(task->split("dev"), spec.limit).size()},
-                    {"test", take(task->split("test"), spec.limit).size()}}},
-                  {"matrix_index", p.item.index},
-                  {"start_time", ""}};
-    if (!task->documents().empty()) {
-      const auto run_task = limited_task(task, spec.limit);
-      p.run_info["examples"]["documents"] = run_task->documents().size();
-      if (run_task != task)
-        p.run_info["documents_limit"] = {
-            {"documents", run_task->documents().size()},
-            {"of", task->documents().size()},
-            {"rule", "--limit " + std::to_string(spec.limit) + ": the gold documents of the kept train/dev/test examples "
-                     "plus the " + std::to_string(spec.limit) + " other documents whose ids hash lowest"}};
-    }
     todo.push_back(std::move(p));
   }
+  plans.clear();
+  plans.shrink_to_fit();
+  auto make_run_info = [&](const RunPlan& p) {
+    const auto& tf = facts_of(p.item.task);
+    json ri = {{"tunebench_version", TB_VERSION},
+               {"git_sha", TB_GIT_SHA},
+               {"command_line", spec.command_line},
+               {"method", p.item.method},
+               {"options", *p.options},
+               {"config_hash", p.config_hash},
+               {"task", p.item.task},
+               {"task_version", tf.version},
+               {"primary_metric", tf.primary_metric},
+               {"model_path", mc.model_dir.string()},
+               {"model_sha256", mc.model_sha},
+               {"seed", p.item.seed},
+               {"threads", spec.threads},
+               {"limit", spec.limit},
+               {"precision", spec.precision},
+               {"examples", tf.examples},
+               {"matrix_index", p.item.index},
+               {"start_time", ""}};
+    if (!tf.documents_limit.is_null()) ri["documents_limit"] = tf.documents_limit;
+    return ri;
+  };
 
   if (!todo.empty()) mc.meta = meta_info(mc.cache_dir, spec.threads, spec.precision == "bf16");
   double done_seconds = 0.0;
@@ -883,6 +915,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   const StopSignals stop_signals;
   for (auto& p : todo) {
     if (g_stop_signal) break;
+    p.run_info = make_run_info(p);
     p.run_info["start_time"] = iso_time_now();
     p.run_info["threads"] = spec.threads > 0 ? spec.threads : mc.meta["threads"].get<int>();
     p.k = ++k;
@@ -916,6 +949,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
                 << p.item.seed << " | " << record_status << ": " << message << "\n";
     }
     if (record_status != "ok") ++result.failed;
+    p.run_info = json();  // done: a long matrix keeps no run's record in memory
   }
   result.stop_signal = g_stop_signal;
   result.records = write_summaries(spec.out);

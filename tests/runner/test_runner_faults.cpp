@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <set>
 #include <map>
 #include <thread>
 
@@ -232,6 +234,36 @@ TEST_F(RunnerFaults, ADiskThatFillsAtAnyPointLeavesNothingHalfWritten) {
     ASSERT_EQ(resumed.exit_code, 0) << "quota " << quota << ": " << resumed.err;
     EXPECT_EQ(outcome(out), expected) << "quota " << quota;
   }
+}
+
+// A suite that expands to a million runs is planned in linear time and memory (seed
+// duplicates are checked with a set, task facts and configuration hashes are computed once
+// per task and method, run records are built when their run starts): with --shard taking two
+// of the million runs, the command plans all of them and finishes. A quadratic step would
+// take hours here and hit the test's time limit.
+TEST_F(RunnerFaults, AMillionRunSuiteIsPlannedAndStarts) {
+  const fs::path suite = dir_ / "million.ini", out = dir_ / "million";
+  {
+    std::ofstream f(suite);
+    f << "[run]\nmethods = majority\ntasks = tiny-sst2\nmodel = " << model_dir_.string() << "\nseeds = ";
+    for (int i = 0; i < 1000000; ++i) f << (i ? "," : "") << i;
+    f << "\n";
+  }
+  const auto r = cli("run --suite " + shell_quote(suite.string()) + " --task-file " + shell_quote(task_file_.string()) +
+                     " --shard 0/500000 --out " + shell_quote(out.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(record_names(out), (std::set<std::string>{"majority__tiny-sst2__seed0.json", "majority__tiny-sst2__seed500000.json"}));
+  // A seed listed twice in a long list is still found, by its value.
+  {
+    std::ofstream f(dir_ / "dup.ini");
+    f << "[run]\nmethods = majority\ntasks = tiny-sst2\nseeds = ";
+    for (int i = 0; i < 100000; ++i) f << i << ",";
+    f << "77777\n";
+  }
+  const auto dup = cli("run --suite " + shell_quote((dir_ / "dup.ini").string()) + " --task-file " +
+                       shell_quote(task_file_.string()) + " --out " + shell_quote((dir_ / "dup").string()));
+  EXPECT_EQ(dup.exit_code, 2);
+  EXPECT_NE(dup.err.find("seed 77777 is listed twice"), std::string::npos) << dup.err;
 }
 
 }  // namespace
