@@ -2,6 +2,7 @@
 // text/MIME decoding, loaders name file:line for every malformed-input case, and the AFINN
 // scorer equals the real npm package (tests/data/afinn_reference.{js,json}).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -93,6 +94,31 @@ TEST(DataLoaders, ReadsQuotedCsvAndNamesColumns) {
   EXPECT_EQ(t.rows[1].values[0], "say \"hi\"");
   EXPECT_EQ(t.rows[1].line, 3u);
   EXPECT_TRUE(t.rows[0].values[2].is_null());
+}
+
+// A 10 MB example on one line (CSV, TSV and JSONL) loads whole: no line-length limit cuts
+// it and nothing grows beyond a few copies of it.
+TEST(DataLoaders, ATenMegabyteLineLoads) {
+  using F = tb::data::FileFormat;
+  const auto dir = std::filesystem::temp_directory_path() / ("tb_bigline_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string big(10'000'000, 'a');
+  const std::pair<const char*, F> files[] = {{"big.csv", F::csv}, {"big.tsv", F::tsv}, {"big.jsonl", F::jsonl}};
+  for (const auto& [name, format] : files) {
+    {
+      std::ofstream f(dir / name);
+      if (format == F::jsonl)
+        f << "{\"text\": \"" << big << "\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \"y\"}\n";
+      else
+        f << "text" << (format == F::csv ? ',' : '\t') << "label\n" << big << (format == F::csv ? ',' : '\t') << "x\nb"
+          << (format == F::csv ? ',' : '\t') << "y\n";
+    }
+    const auto t = tb::data::load_table(dir / name, format, {{"text", true}, {"label", true}});
+    ASSERT_EQ(t.rows.size(), 2u) << name;
+    EXPECT_EQ(t.rows[0].values[0].get<std::string>().size(), big.size()) << name;
+    EXPECT_EQ(t.rows[1].values[1], "y") << name;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 struct Malformed {
