@@ -204,7 +204,7 @@ p.empty { color: var(--muted); font-style: italic; }
 ul.findings { margin: 6px 0; padding-left: 20px; max-width: 1100px; }
 ul.findings li { margin: 3px 0; }
 li.finding.not-enough-runs { color: var(--muted); font-style: italic; }
-table.side-by-side td:nth-child(3) { white-space: normal; min-width: 220px; }
+table.side-by-side td:nth-child(3) { white-space: normal; min-width: 150px; }
 )CSS";
 
 class Html {
