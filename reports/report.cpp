@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "reports/findings.h"
 #include "reports/svg.h"
 
 namespace tb::reports {
@@ -200,6 +201,10 @@ dl.info { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; 
 dl.info dt { color: var(--muted); }
 dl.info dd { margin: 0; }
 p.empty { color: var(--muted); font-style: italic; }
+ul.findings { margin: 6px 0; padding-left: 20px; max-width: 1100px; }
+ul.findings li { margin: 3px 0; }
+li.finding.not-enough-runs { color: var(--muted); font-style: italic; }
+table.side-by-side td:nth-child(3) { white-space: normal; min-width: 150px; }
 )CSS";
 
 class Html {
@@ -333,6 +338,86 @@ void html_charts(Html& h, const TaskSection& s, const Colors& colors) {
   h.os << "</div>";
 }
 
+// ---- Findings and the soft prompt vs prefix table --------------------------------------------
+
+const char* kFindingsNote =
+    "Every sentence below is computed from the records of this report. Values are means over seeds ± stderr "
+    "(test-set bootstrap and seed spread); two results cannot be told apart when their ±1 stderr bars overlap.";
+
+const std::vector<std::string> kPromptColumns = {"task", "method", "where it acts", "seeds", "trainable params",
+                                                 "quality ± stderr", "forgetting (nats/token)", "train time",
+                                                 "peak memory", "adaptation"};
+
+// The cells of one side-by-side row, in kPromptColumns order.
+std::vector<std::string> prompt_cells(const PromptTuningRow& p) {
+  const bool ok = p.ok > 0;
+  std::string params = ok ? format_count(p.trainable_params) : "";
+  if (ok && std::isfinite(p.stored_params) && p.stored_params != p.trainable_params)
+    params += " (stores " + format_count(p.stored_params) + ")";
+  return {p.task,
+          p.label,
+          p.acts_on,
+          std::to_string(p.ok) + "/" + std::to_string(p.runs),
+          params,
+          ok ? p.metric + " " + metric_cell(p.value, p.stderr_) : p.status,
+          ok ? metric_cell(p.forgetting, p.forgetting_stderr) : "",
+          ok ? format_seconds(p.train_seconds) : "",
+          ok ? format_bytes(p.peak_rss_bytes) : "",
+          ok ? format_bytes(p.adaptation_bytes) : ""};
+}
+
+void markdown_findings(std::ostringstream& os, const std::vector<TaskSection>& sections) {
+  const auto findings = derive_findings(sections);
+  os << "\n## Findings\n\n" << kFindingsNote << "\n";
+  for (const Question q : questions()) {
+    os << "\n### " << question_title(q) << "\n\n";
+    for (const auto& f : findings)
+      if (f.question == q) os << "- " << f.text << "\n";
+    if (q != Question::softprompt_vs_prefix) continue;
+    const auto rows = prompt_tuning_rows(sections);
+    if (rows.empty()) continue;
+    os << "\nSide by side, from the same runs:\n\n|";
+    for (const auto& c : kPromptColumns) os << " " << c << " |";
+    os << "\n|";
+    for (std::size_t i = 0; i < kPromptColumns.size(); ++i) os << (i < 3 ? " --- |" : " ---: |");
+    os << "\n";
+    for (const auto& p : rows) {
+      os << "|";
+      for (const auto& cell : prompt_cells(p)) os << " " << md_escape(cell) << " |";
+      os << "\n";
+    }
+  }
+}
+
+void html_findings(Html& h, const std::vector<TaskSection>& sections) {
+  const auto findings = derive_findings(sections);
+  h.os << "<section id=\"findings\"><h2>Findings</h2><p class=\"sub\">" << xml_escape(kFindingsNote) << "</p>";
+  for (const Question q : questions()) {
+    h.os << "<h3>" << xml_escape(question_title(q)) << "</h3><ul class=\"findings\" id=\"findings-" << question_id(q) << "\">";
+    for (const auto& f : findings)
+      if (f.question == q)
+        h.os << "<li class=\"finding " << verdict_id(f.verdict) << "\" data-verdict=\"" << verdict_id(f.verdict)
+             << "\" data-task=\"" << xml_escape(f.task) << "\">" << xml_escape(f.text) << "</li>";
+    h.os << "</ul>";
+    if (q != Question::softprompt_vs_prefix) continue;
+    const auto rows = prompt_tuning_rows(sections);
+    if (rows.empty()) continue;
+    h.os << "<p class=\"sub\">Side by side, from the same runs</p><div class=\"table-wrap\"><table class=\"side-by-side\" "
+         << "id=\"softprompt-vs-prefix\"><thead><tr>";
+    for (std::size_t i = 0; i < kPromptColumns.size(); ++i) h.cell(kPromptColumns[i], i >= 3 ? "num" : "", "th");
+    h.os << "</tr></thead><tbody>";
+    for (const auto& p : rows) {
+      h.os << "<tr class=\"prompt-row" << (p.ok ? "" : " failed") << "\" data-method=\"" << xml_escape(p.method)
+           << "\" data-task=\"" << xml_escape(p.task) << "\">";
+      const auto cells = prompt_cells(p);
+      for (std::size_t i = 0; i < cells.size(); ++i) h.cell(cells[i], i >= 3 ? "num" : "");
+      h.os << "</tr>";
+    }
+    h.os << "</tbody></table></div>";
+  }
+  h.os << "</section>";
+}
+
 void html_machine(Html& h, const ResultSet& rs) {
   h.os << "<section id=\"machine\"><h2>Machine and build</h2><dl class=\"info\">";
   auto item = [&](const std::string& k, const std::string& v) {
@@ -462,6 +547,7 @@ std::string report_markdown(const ResultSet& rs) {
      << c.runs << " runs (" << c.ok << " ok, " << c.runs - c.ok << " not ok) of " << c.methods.size() << " methods on "
      << c.tasks.size() << " tasks. Charts (quality against trainable parameters, memory, throughput, loss curves) are "
      << "in report.html.\n";
+  markdown_findings(os, sections);
   for (const auto& s : sections) {
     os << "\n## " << s.task << "\n\n" << s.metric << " (" << direction(s) << "), mean over seeds ± stderr.\n\n|";
     for (std::size_t i = 0; i < kColumns.size(); ++i) os << " " << column_title(i, s) << " |";
@@ -556,11 +642,12 @@ std::string report_html(const ResultSet& rs) {
   h.os << "<header><h1>tunebench report</h1><p class=\"sub\" id=\"summary\">" << c.runs << " runs (" << c.ok << " ok, "
        << c.runs - c.ok << " not ok) of " << c.methods.size() << " methods on " << c.tasks.size()
        << " tasks. Metric values are means over seeds ± stderr; ★ marks the Pareto front of quality against "
-       << "trainable parameters.</p><nav>";
+       << "trainable parameters.</p><nav><a href=\"#findings\">findings</a>";
   for (const auto& s : sections) h.os << "<a href=\"#task-" << html_id(s.task) << "\">" << xml_escape(s.task) << "</a>";
   h.os << "<a href=\"#machine\">machine</a>";
   if (!rs.profiles.empty()) h.os << "<a href=\"#hardware\">hardware</a>";
   h.os << "</nav></header>";
+  html_findings(h, sections);
   for (const auto& s : sections) {
     h.os << "<section class=\"task\" id=\"task-" << html_id(s.task) << "\"><h2>" << xml_escape(s.task) << "</h2>"
          << "<p class=\"sub\">" << xml_escape(s.metric + " (" + direction(s) + ")") << "</p>";

@@ -3,7 +3,9 @@
 // no external reference of any kind, so it opens offline and from a CI artefact store)
 // and the stable-column summary.csv.
 //
-// Per task: a table with one row per method configuration (metric ± stderr, trainable
+// First the Findings (findings.h): sentences computed from the records that answer how close
+// LoRA comes to full finetuning, how soft prompt and prefix tuning differ (with their table
+// side by side) and whether in-context learning or finetuning does better. Then per task: a table with one row per method configuration (metric ± stderr, trainable
 // parameters and %, adaptation size, peak memory, train time, train and eval tokens/s,
 // forgetting), the reference rows set apart below, failed runs kept with their status and
 // message; charts of quality against trainable parameters (log x, Pareto front marked),
@@ -11,7 +13,9 @@
 // and build information of the records and, when a profile.json sits in a results
 // directory, the hardware section.
 //
-// Element ids and classes the browser test relies on: table.results#table-<task>,
+// Element ids and classes the browser test relies on: section#findings with
+// ul.findings#findings-<question> of li.finding, table.side-by-side#softprompt-vs-prefix,
+// table.results#table-<task>,
 // svg.chart-pareto#pareto-<task>, svg.chart-stacked#memory-<task>, svg.chart-bars#throughput-<task>,
 // svg.chart-loss#loss-<task>, tr.failed, section#machine, section#hardware,
 // table#hardware-cases-<k>, svg#hardware-peak-<k>.

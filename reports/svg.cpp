@@ -30,6 +30,31 @@ std::string tick_text(double v) {
 
 std::string default_format(double v) { return tick_text(v); }
 
+// Width in pixels of a text at a font size, an upper estimate for the report's sans-serif
+// fonts (0.62 em per character; wide capitals and digits stay under it), counting UTF-8
+// code points, so labels can be fitted inside their chart.
+double text_width(const std::string& s, double font_px = 11) {
+  double n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return 0.62 * font_px * n;
+}
+
+// `s` cut to fit `width` pixels, ending in "…" when cut (the full text stays in a <title>).
+std::string fit(const std::string& s, double width, double font_px = 11) {
+  if (text_width(s, font_px) <= width) return s;
+  std::string out;
+  double w = text_width("…", font_px);
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t len = 1;
+    while (i + len < s.size() && (static_cast<unsigned char>(s[i + len]) & 0xC0) == 0x80) ++len;
+    if (w + 0.62 * font_px > width) break;
+    out += s.substr(i, len);
+    w += 0.62 * font_px;
+    i += len;
+  }
+  return out + "…";
+}
+
 // Linear map of [d0, d1] onto [p0, p1].
 struct Scale {
   double d0, d1, p0, p1;
@@ -54,14 +79,30 @@ void line(std::ostringstream& os, double x1, double y1, double x2, double y2, co
      << "\" class=\"" << cls << "\"/>";
 }
 
-// Legend swatches in one row starting at (x, y).
-void legend(std::ostringstream& os, double x, double y, const std::vector<std::string>& names,
+// The width of a legend entry: swatch, gap, text and the space before the next one.
+double legend_entry_width(const std::string& name) { return 22 + text_width(name); }
+
+// How many rows a legend needs between x0 and x1.
+int legend_rows(const std::vector<std::string>& names, double x0, double x1) {
+  int rows = names.empty() ? 0 : 1;
+  double x = x0;
+  for (const auto& n : names) {
+    if (x > x0 && x + legend_entry_width(n) > x1) ++rows, x = x0;
+    x += legend_entry_width(n);
+  }
+  return rows;
+}
+
+// Legend swatches in rows 16 px apart from (x0, y), wrapped before x1.
+void legend(std::ostringstream& os, double x0, double x1, double y, const std::vector<std::string>& names,
             const std::vector<std::string>& colors) {
+  double x = x0;
   for (std::size_t i = 0; i < names.size(); ++i) {
+    if (x > x0 && x + legend_entry_width(names[i]) > x1) x = x0, y += 16;
     os << "<rect class=\"swatch\" x=\"" << num(x) << "\" y=\"" << num(y - 9) << "\" width=\"10\" height=\"10\" fill=\""
        << colors[i] << "\"/>";
     text(os, x + 14, y, names[i]);
-    x += 22 + 6.5 * static_cast<double>(names[i].size());
+    x += legend_entry_width(names[i]);
   }
 }
 
@@ -112,9 +153,14 @@ std::vector<double> nice_ticks(double lo, double hi, int n) {
       step = m * mag;
       break;
     }
+  // From the step at or below lo to the step at or above hi, so every value lies inside the
+  // axis (a point above the last tick would be drawn outside the plot).
+  const double first = std::floor(lo / step + 1e-9), last = std::ceil(hi / step - 1e-9);
   std::vector<double> ticks;
-  for (double t = std::floor(lo / step) * step; t <= hi + step * 0.5; t += step)
+  for (double k = first; k <= last; k += 1) {
+    const double t = k * step;
     ticks.push_back(std::fabs(t) < step * 1e-9 ? 0.0 : t);
+  }
   if (ticks.size() < 2) ticks.push_back(ticks.empty() ? lo : ticks.back() + step);
   return ticks;
 }
@@ -185,7 +231,10 @@ std::string svg_scatter_logx(const std::string& id, const std::string& x_label, 
     os << "<circle class=\"point" << (p.front ? " on-front" : "") << "\" cx=\"" << num(cx) << "\" cy=\"" << num(cy)
        << "\" r=\"5\" stroke=\"" << p.color << "\" fill=\"" << (p.front ? p.color : "#fff") << "\"><title>"
        << xml_escape(p.tooltip) << "</title></circle>";
-    text(os, cx + 8, cy + 4, p.label, "start", "point-label");
+    // The label right of the point, or left of it when it would cross the chart's edge.
+    const double room_right = W - 2 - (cx + 8), room_left = cx - 8 - 2, w = text_width(p.label);
+    if (w <= room_right || room_right >= room_left) text(os, cx + 8, cy + 4, fit(p.label, room_right), "start", "point-label");
+    else text(os, cx - 8, cy + 4, fit(p.label, room_left), "end", "point-label");
   }
   const double lx = px1 + 12;
   os << "<circle cx=\"" << num(lx + 5) << "\" cy=\"" << num(top + 6) << "\" r=\"5\" fill=\"#444\" stroke=\"#444\"/>";
@@ -201,7 +250,25 @@ std::string svg_bars(const BarChart& c) {
   const bool stacked = c.kind == "stacked";
   const auto format = c.format ? c.format : default_format;
   const std::size_t ns = c.series.size();
-  const double left = 132, right = 80, top = 34, bottom = 40, W = 600;
+  const double W = 600, bottom = 40;
+  // The margins fit the labels: category names right-aligned before the bars (up to a third
+  // of the width; a longer name is cut, whole in its tooltip), and the value and marker
+  // labels written after the longest bar.
+  double name_w = 0, value_w = 0;
+  for (const auto& cat : c.categories) name_w = std::max(name_w, text_width(cat));
+  for (std::size_t k = 0; k < c.categories.size(); ++k) {
+    if (!stacked)
+      for (double v : c.values[k])
+        if (std::isfinite(v) && v > 0) value_w = std::max(value_w, text_width(format(v), 10));
+    if (k < c.markers.size() && std::isfinite(c.markers[k])) value_w = std::max(value_w, text_width(format(c.markers[k]), 10));
+  }
+  const double left = std::clamp(name_w + 16, 132.0, W / 3), right = std::max(80.0, value_w + 12);
+  std::vector<std::string> names = c.series, colors = c.series_colors;
+  if (!c.marker_label.empty()) {
+    names.push_back(c.marker_label);
+    colors.push_back("#222");
+  }
+  const double top = 18 + 16 * std::max(legend_rows(names, 8, W - 8), 1);
   const double row = stacked ? 24 : 8 + 12 * static_cast<double>(ns);
   const double H = top + bottom + row * static_cast<double>(std::max<std::size_t>(c.categories.size(), 1));
   std::ostringstream os;
@@ -223,16 +290,13 @@ std::string svg_bars(const BarChart& c) {
     text(os, sx(t), py1 + 16, tick_text(t), "middle", "tick");
   }
   text(os, (left + W - right) / 2, H - 6, c.value_label, "middle", "axis-label");
-  std::vector<std::string> names = c.series, colors = c.series_colors;
-  if (!c.marker_label.empty()) {
-    names.push_back(c.marker_label);
-    colors.push_back("#222");
-  }
-  legend(os, left, 16, names, colors);
+  legend(os, 8, W - 8, 16, names, colors);
 
   for (std::size_t k = 0; k < c.categories.size(); ++k) {
     const double y = py0 + row * static_cast<double>(k);
-    text(os, left - 8, y + row / 2 + 4, c.categories[k], "end");
+    const std::string shown = fit(c.categories[k], left - 12);
+    os << "<text x=\"" << num(left - 8) << "\" y=\"" << num(y + row / 2 + 4) << "\" text-anchor=\"end\" class=\"lbl\">"
+       << xml_escape(shown) << (shown != c.categories[k] ? "<title>" + xml_escape(c.categories[k]) + "</title>" : "") << "</text>";
     double acc = 0;
     for (std::size_t s = 0; s < ns; ++s) {
       const double v = c.values[k][s];
@@ -261,7 +325,12 @@ std::string svg_bars(const BarChart& c) {
 
 std::string svg_lines(const std::string& id, const std::string& x_label, const std::string& y_label,
                       const std::vector<LineSeries>& series) {
-  const double W = 600, H = 320, left = 60, right = 130, top = 20, bottom = 48;
+  // The legend right of the plot: as wide as its longest label (up to 45% of the chart,
+  // longer labels are cut, whole in the series' tooltip) and as tall as its entries.
+  double label_w = 0;
+  for (const auto& s : series) label_w = std::max(label_w, text_width(s.label));
+  const double W = 600, left = 60, top = 20, bottom = 48, right = std::clamp(label_w + 34, 130.0, 0.45 * W);
+  const double H = std::max(320.0, top + 16 * static_cast<double>(series.size()) + 12);
   std::ostringstream os;
   open_svg(os, id, "loss", W, H, y_label + " against " + x_label);
   std::vector<double> xs, ys;
@@ -294,7 +363,7 @@ std::string svg_lines(const std::string& id, const std::string& x_label, const s
     os << "\"><title>" << xml_escape(s.label) << "</title></polyline>";
     os << "<rect class=\"swatch\" x=\"" << num(px1 + 12) << "\" y=\"" << num(ly - 9) << "\" width=\"10\" height=\"10\" fill=\""
        << s.color << "\"/>";
-    text(os, px1 + 26, ly, s.label);
+    text(os, px1 + 26, ly, fit(s.label, W - 4 - (px1 + 26)));
     ly += 16;
   }
   os << "</svg>";
