@@ -180,6 +180,26 @@ nlohmann::json ModelConfig::to_hf_json() const {
   return j;
 }
 
+BlockConfig BlockConfig::from(const ModelConfig& c) {
+  BlockConfig b;
+  if (c.family == Family::gpt2) {
+    b.norm = NormKind::layernorm;
+    b.mlp = MlpKind::gelu;
+    b.positions = PositionKind::learned;
+    b.fused_qkv = true;
+    b.linear_bias = true;
+    b.qkv_bias = true;
+  } else {
+    b.norm = NormKind::rmsnorm;
+    b.mlp = MlpKind::swiglu;
+    b.positions = PositionKind::rope;
+    b.fused_qkv = false;
+    b.linear_bias = false;
+    b.qkv_bias = c.qkv_bias;
+  }
+  return b;
+}
+
 int64_t count_params(const ModelConfig& c) {
   const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size, L = c.n_layer;
   const int64_t q = c.n_head * c.head_dim, kv = c.n_kv_head * c.head_dim;
@@ -225,6 +245,7 @@ struct Model::Acts {
 
 Model::Model(const ModelConfig& cfg) : cfg_(cfg), acts_(std::make_unique<Acts>()) {
   cfg_.validate("model config");
+  block_ = BlockConfig::from(cfg_);
   declare_params();
   params_.allocate();
   bind_params();
@@ -232,50 +253,145 @@ Model::Model(const ModelConfig& cfg) : cfg_(cfg), acts_(std::make_unique<Acts>()
 
 Model::~Model() = default;
 
+// ---- the site table --------------------------------------------------------------------
+
+namespace {
+
+// The checkpoint name of the linear computing hook site `s`, relative to the layer prefix;
+// null where the family has no such linear.
+const char* linear_module(Family f, Site s) {
+  if (f == Family::gpt2) {
+    switch (s) {
+      case Site::qkv: return "attn.c_attn";
+      case Site::o: return "attn.c_proj";
+      case Site::up: return "mlp.c_fc";
+      case Site::down: return "mlp.c_proj";
+      default: return nullptr;
+    }
+  }
+  switch (s) {
+    case Site::q: return "self_attn.q_proj";
+    case Site::k: return "self_attn.k_proj";
+    case Site::v: return "self_attn.v_proj";
+    case Site::o: return "self_attn.o_proj";
+    case Site::gate: return "mlp.gate_proj";
+    case Site::up: return "mlp.up_proj";
+    case Site::down: return "mlp.down_proj";
+    default: return nullptr;
+  }
+}
+
+// The user-facing alias of the fused q,k,v linear: GPT-2's module name.
+constexpr const char* kFusedQkvModule = "c_attn";
+
+}  // namespace
+
+bool has_site(const ModelConfig& cfg, Site s) {
+  if (cfg.family == Family::gpt2) return s != Site::gate;
+  return s != Site::qkv;
+}
+
+SiteSlice site_slice(const ModelConfig& cfg, Site s) {
+  if (!has_site(cfg, s))
+    throw InputError(std::string("site ") + site_name(s) + ": a " + cfg.model_type + " model has no such linear");
+  const int64_t C = cfg.hidden, F = cfg.intermediate;
+  const int64_t qd = cfg.n_head * cfg.head_dim, kvd = cfg.n_kv_head * cfg.head_dim;
+  auto whole = [](Site site, int64_t out, int64_t in) { return SiteSlice{site, 0, out, out, in}; };
+  if (cfg.family == Family::gpt2) {
+    switch (s) {
+      case Site::qkv: return whole(Site::qkv, 3 * C, C);
+      case Site::q: return SiteSlice{Site::qkv, 0, C, 3 * C, C};
+      case Site::k: return SiteSlice{Site::qkv, C, C, 3 * C, C};
+      case Site::v: return SiteSlice{Site::qkv, 2 * C, C, 3 * C, C};
+      case Site::o: return whole(Site::o, C, C);
+      case Site::up: return whole(Site::up, F, C);
+      default: return whole(Site::down, C, F);
+    }
+  }
+  switch (s) {
+    case Site::q: return whole(Site::q, qd, C);
+    case Site::k: return whole(Site::k, kvd, C);
+    case Site::v: return whole(Site::v, kvd, C);
+    case Site::o: return whole(Site::o, C, qd);
+    case Site::gate: return whole(Site::gate, F, C);
+    case Site::up: return whole(Site::up, F, C);
+    default: return whole(Site::down, C, F);
+  }
+}
+
+std::vector<Site> sites_from_name(const ModelConfig& cfg, const std::string& name, const std::string& what) {
+  if (name == site_name(Site::qkv) || name == kFusedQkvModule) {
+    if (!has_site(cfg, Site::qkv))
+      throw InputError(what + ": " + name + " is a fused q,k,v linear; this " + cfg.model_type +
+                       " model has separate q,k,v");
+    return {Site::q, Site::k, Site::v};
+  }
+  for (Site s : {Site::q, Site::k, Site::v, Site::o, Site::gate, Site::up, Site::down}) {
+    if (name != site_name(s)) continue;
+    if (!has_site(cfg, s)) throw InputError(what + ": " + cfg.model_type + " has no " + name + " projection");
+    return {s};
+  }
+  throw InputError(what + ": unknown site '" + name + "' (known: q,k,v,o,gate,up,down; qkv or " +
+                   kFusedQkvModule + " = q,k,v on a fused family)");
+}
+
+std::string layer_prefix(const ModelConfig& cfg, int layer) {
+  return (cfg.family == Family::gpt2 ? "transformer.h." : "model.layers.") + std::to_string(layer) + ".";
+}
+
+std::string site_module(const ModelConfig& cfg, int layer, Site s) {
+  return layer_prefix(cfg, layer) + linear_module(cfg.family, site_slice(cfg, s).hook_site);
+}
+
+// ---- parameters ------------------------------------------------------------------------
+
 void Model::declare_params() {
   const int64_t C = cfg_.hidden, F = cfg_.intermediate, V = cfg_.vocab_size;
   const int64_t q = cfg_.n_head * cfg_.head_dim, kv = cfg_.n_kv_head * cfg_.head_dim;
   // Decay group: every matrix (embeddings included, as nanoGPT); no decay for vectors.
   auto mat = [&](const std::string& n, std::vector<int64_t> s) { params_.declare(n, std::move(s), true); };
   auto vec = [&](const std::string& n, int64_t d) { params_.declare(n, {d}, false); };
-  if (cfg_.family == Family::gpt2) {
+  const Family f = cfg_.family;
+  // A linear's weight (out, in) and, with `bias`, its bias (out).
+  auto lin = [&](const std::string& p, Site s, int64_t out, int64_t in, bool bias) {
+    const std::string m = p + linear_module(f, s);
+    mat(m + ".weight", {out, in});
+    if (bias) vec(m + ".bias", out);
+  };
+  if (f == Family::gpt2) {
     mat("transformer.wte.weight", {V, C});
     mat("transformer.wpe.weight", {cfg_.max_positions, C});
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "transformer.h." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       vec(p + "ln_1.weight", C);
       vec(p + "ln_1.bias", C);
-      mat(p + "attn.c_attn.weight", {3 * C, C});
-      vec(p + "attn.c_attn.bias", 3 * C);
-      mat(p + "attn.c_proj.weight", {C, C});
-      vec(p + "attn.c_proj.bias", C);
+      lin(p, Site::qkv, 3 * C, C, block_.qkv_bias);
+      lin(p, Site::o, C, C, block_.linear_bias);
       vec(p + "ln_2.weight", C);
       vec(p + "ln_2.bias", C);
-      mat(p + "mlp.c_fc.weight", {F, C});
-      vec(p + "mlp.c_fc.bias", F);
-      mat(p + "mlp.c_proj.weight", {C, F});
-      vec(p + "mlp.c_proj.bias", C);
+      lin(p, Site::up, F, C, block_.linear_bias);
+      lin(p, Site::down, C, F, block_.linear_bias);
     }
     vec("transformer.ln_f.weight", C);
     vec("transformer.ln_f.bias", C);
   } else {
     mat("model.embed_tokens.weight", {V, C});
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       vec(p + "input_layernorm.weight", C);
-      mat(p + "self_attn.q_proj.weight", {q, C});
-      mat(p + "self_attn.k_proj.weight", {kv, C});
-      mat(p + "self_attn.v_proj.weight", {kv, C});
-      if (cfg_.qkv_bias) {
-        vec(p + "self_attn.q_proj.bias", q);
-        vec(p + "self_attn.k_proj.bias", kv);
-        vec(p + "self_attn.v_proj.bias", kv);
+      lin(p, Site::q, q, C, false);
+      lin(p, Site::k, kv, C, false);
+      lin(p, Site::v, kv, C, false);
+      if (block_.qkv_bias) {
+        vec(p + linear_module(f, Site::q) + ".bias", q);
+        vec(p + linear_module(f, Site::k) + ".bias", kv);
+        vec(p + linear_module(f, Site::v) + ".bias", kv);
       }
-      mat(p + "self_attn.o_proj.weight", {C, q});
+      lin(p, Site::o, C, q, block_.linear_bias);
       vec(p + "post_attention_layernorm.weight", C);
-      mat(p + "mlp.gate_proj.weight", {F, C});
-      mat(p + "mlp.up_proj.weight", {F, C});
-      mat(p + "mlp.down_proj.weight", {C, F});
+      lin(p, Site::gate, F, C, block_.linear_bias);
+      lin(p, Site::up, F, C, block_.linear_bias);
+      lin(p, Site::down, C, F, block_.linear_bias);
     }
     vec("model.norm.weight", C);
     if (!cfg_.tied_embeddings) mat("lm_head.weight", {V, C});
@@ -284,51 +400,94 @@ void Model::declare_params() {
 
 void Model::bind_params() {
   layers_.assign(cfg_.n_layer, LayerParams{});
+  const Family f = cfg_.family;
   auto P = [&](const std::string& n) { return &params_.get(n); };
-  auto opt = [&](const std::string& n) { return params_.find(n); };
-  if (cfg_.family == Family::gpt2) {
+  auto W = [&](const std::string& p, Site s) { return &params_.get(p + linear_module(f, s) + ".weight"); };
+  auto Bias = [&](const std::string& p, Site s) { return params_.find(p + linear_module(f, s) + ".bias"); };
+  if (f == Family::gpt2) {
     wte_ = P("transformer.wte.weight");
     wpe_ = P("transformer.wpe.weight");
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "transformer.h." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       auto& L = layers_[l];
       L.ln1_w = P(p + "ln_1.weight");
       L.ln1_b = P(p + "ln_1.bias");
-      L.qkv_w = P(p + "attn.c_attn.weight");
-      L.qkv_b = P(p + "attn.c_attn.bias");
-      L.o_w = P(p + "attn.c_proj.weight");
-      L.o_b = P(p + "attn.c_proj.bias");
+      L.qkv_w = W(p, Site::qkv);
+      L.qkv_b = Bias(p, Site::qkv);
+      L.o_w = W(p, Site::o);
+      L.o_b = Bias(p, Site::o);
       L.ln2_w = P(p + "ln_2.weight");
       L.ln2_b = P(p + "ln_2.bias");
-      L.fc_w = P(p + "mlp.c_fc.weight");
-      L.fc_b = P(p + "mlp.c_fc.bias");
-      L.proj_w = P(p + "mlp.c_proj.weight");
-      L.proj_b = P(p + "mlp.c_proj.bias");
+      L.fc_w = W(p, Site::up);
+      L.fc_b = Bias(p, Site::up);
+      L.proj_w = W(p, Site::down);
+      L.proj_b = Bias(p, Site::down);
     }
     lnf_w_ = P("transformer.ln_f.weight");
     lnf_b_ = P("transformer.ln_f.bias");
     lm_head_ = wte_;
   } else {
     wte_ = P("model.embed_tokens.weight");
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       auto& L = layers_[l];
       L.ln1_w = P(p + "input_layernorm.weight");
-      L.q_w = P(p + "self_attn.q_proj.weight");
-      L.k_w = P(p + "self_attn.k_proj.weight");
-      L.v_w = P(p + "self_attn.v_proj.weight");
-      L.q_b = opt(p + "self_attn.q_proj.bias");
-      L.k_b = opt(p + "self_attn.k_proj.bias");
-      L.v_b = opt(p + "self_attn.v_proj.bias");
-      L.o_w = P(p + "self_attn.o_proj.weight");
+      L.q_w = W(p, Site::q);
+      L.k_w = W(p, Site::k);
+      L.v_w = W(p, Site::v);
+      L.q_b = Bias(p, Site::q);
+      L.k_b = Bias(p, Site::k);
+      L.v_b = Bias(p, Site::v);
+      L.o_w = W(p, Site::o);
       L.ln2_w = P(p + "post_attention_layernorm.weight");
-      L.gate_w = P(p + "mlp.gate_proj.weight");
-      L.up_w = P(p + "mlp.up_proj.weight");
-      L.down_w = P(p + "mlp.down_proj.weight");
+      L.gate_w = W(p, Site::gate);
+      L.up_w = W(p, Site::up);
+      L.down_w = W(p, Site::down);
     }
     lnf_w_ = P("model.norm.weight");
     lm_head_ = cfg_.tied_embeddings ? wte_ : P("lm_head.weight");
   }
+  layer_of_.clear();
+  for (int l = 0; l < cfg_.n_layer; ++l)
+    for (Param* p : layer_params(l)) layer_of_[p] = l;
+}
+
+std::vector<Param*> Model::layer_params(int layer) const {
+  TB_CHECK(layer >= 0 && layer < cfg_.n_layer, "layer " << layer << " of " << cfg_.n_layer);
+  const auto& P = layers_[layer];
+  std::vector<Param*> out;
+  for (Param* p : {P.ln1_w, P.ln1_b, P.qkv_w, P.qkv_b, P.q_w, P.k_w, P.v_w, P.q_b, P.k_b, P.v_b, P.o_w,
+                   P.o_b, P.ln2_w, P.ln2_b, P.fc_w, P.fc_b, P.proj_w, P.proj_b, P.gate_w, P.up_w, P.down_w})
+    if (p) out.push_back(p);
+  return out;
+}
+
+int Model::layer_of(const Param& p) const {
+  const auto it = layer_of_.find(&p);
+  return it == layer_of_.end() ? -1 : it->second;
+}
+
+std::vector<Param*> Model::final_norm_params() const {
+  std::vector<Param*> out = {lnf_w_};
+  if (lnf_b_) out.push_back(lnf_b_);
+  return out;
+}
+
+SiteRef Model::site(int layer, Site s) const {
+  TB_CHECK(layer >= 0 && layer < cfg_.n_layer, "site of layer " << layer << " of " << cfg_.n_layer);
+  const SiteSlice slice = site_slice(cfg_, s);
+  const auto& P = layers_[layer];
+  switch (slice.hook_site) {
+    case Site::qkv: return {P.qkv_w, P.qkv_b, slice};
+    case Site::q: return {P.q_w, P.q_b, slice};
+    case Site::k: return {P.k_w, P.k_b, slice};
+    case Site::v: return {P.v_w, P.v_b, slice};
+    case Site::o: return {P.o_w, P.o_b, slice};
+    case Site::gate: return {P.gate_w, nullptr, slice};
+    case Site::up: return cfg_.family == Family::gpt2 ? SiteRef{P.fc_w, P.fc_b, slice} : SiteRef{P.up_w, nullptr, slice};
+    case Site::down: return cfg_.family == Family::gpt2 ? SiteRef{P.proj_w, P.proj_b, slice} : SiteRef{P.down_w, nullptr, slice};
+  }
+  return {};
 }
 
 void Model::init_random(uint64_t seed, float std) {
@@ -757,11 +916,8 @@ int Model::lowest_backward_layer(Hooks* hooks) const {
   int lowest = hooks ? hooks->lowest_trainable_layer(L) : L;
   if (wte_->trainable || (wpe_ && wpe_->trainable)) return -1;
   for (int l = 0; l < L && l < lowest; ++l) {
-    const auto& P = layers_[l];
-    for (const Param* p : {P.ln1_w, P.ln1_b, P.ln2_w, P.ln2_b, P.qkv_w, P.qkv_b, P.q_w, P.k_w, P.v_w,
-                           P.q_b, P.k_b, P.v_b, P.o_w, P.o_b, P.fc_w, P.fc_b, P.proj_w, P.proj_b,
-                           P.gate_w, P.up_w, P.down_w})
-      if (p && p->trainable) return std::min(lowest, l);
+    for (const Param* p : layer_params(l))
+      if (p->trainable) return std::min(lowest, l);
   }
   return lowest;
 }
