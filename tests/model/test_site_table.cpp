@@ -1,8 +1,11 @@
 // Tests of the model's site table (model.h: SiteSlice, Model::site, layer_of, the tensors
-// outside the layers, sites_from_name) on both committed golden families.
+// outside the layers, sites_from_name) on both committed golden families, and of the
+// observer hook in cached decoding, which runs the same block as the full forward.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <set>
 
 #include "harness/base/errors.h"
 #include "harness/core/model_io.h"
@@ -73,6 +76,41 @@ TEST(SiteTable, NamesSelectSitesOfTheFamily) {
   EXPECT_THROW(tb::sites_from_name(l->config(), "qkv", "x"), tb::InputError);
   EXPECT_THROW(tb::sites_from_name(g->config(), "gate", "x"), tb::InputError);
   EXPECT_THROW(tb::sites_from_name(g->config(), "qq", "x"), tb::InputError);
+}
+
+// Records every observed hidden state, flattened per layer in call order.
+class Recorder : public tb::Hooks {
+ public:
+  bool observes(int) const override { return true; }
+  void observe(int layer, const float* h, int64_t B, int64_t T, int64_t C) override {
+    if (static_cast<int>(seen.size()) <= layer) seen.resize(layer + 1);
+    seen[layer].insert(seen[layer].end(), h, h + B * T * C);
+  }
+  std::vector<std::vector<float>> seen;
+};
+
+TEST(SiteTable, CachedDecodingCallsTheObserverLikeTheFullForward) {
+  for (const char* name : {"gpt2-tiny", "llama-tiny"}) {
+    auto m = tb::load_model(kDir + name);
+    const std::vector<int32_t> seq = {5, 17, 96, 3, 40};
+    const int64_t T = static_cast<int64_t>(seq.size()), V = m->config().vocab_size;
+    Recorder full;
+    m->forward(seq.data(), 1, T, &full);
+    // Cached: the first three tokens at once, then one at a time.
+    Recorder cached;
+    tb::KVCache cache(m->config(), 1, T);
+    std::vector<float> logits(3 * V);
+    m->forward_cached(seq.data(), 1, 3, cache, logits.data(), false, &cached);
+    for (int64_t t = 3; t < T; ++t) m->forward_cached(seq.data() + t, 1, 1, cache, logits.data(), true, &cached);
+    ASSERT_EQ(full.seen.size(), static_cast<size_t>(m->config().n_layer + 1)) << name;
+    ASSERT_EQ(cached.seen.size(), full.seen.size()) << name;
+    for (size_t l = 0; l < full.seen.size(); ++l) {
+      ASSERT_EQ(cached.seen[l].size(), full.seen[l].size()) << name << " layer " << l;
+      float diff = 0.0f;
+      for (size_t i = 0; i < full.seen[l].size(); ++i) diff = std::max(diff, std::fabs(cached.seen[l][i] - full.seen[l][i]));
+      EXPECT_LT(diff, 1e-4f) << name << " layer " << l;
+    }
+  }
 }
 
 }  // namespace
