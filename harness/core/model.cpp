@@ -1,5 +1,6 @@
-// The transformer's forward, backward and cached inference over ops.h, with the hook
-// points of hooks.h. Shapes: B batch, T real tokens, Pv virtual tokens (soft prompt),
+// The transformer over ops.h, with the hook points of hooks.h: the config parsing, the site
+// table (the only place checkpoint tensor names are spelled), the block (block_forward,
+// block_backward) and its three callers (forward, backward, forward_cached). Shapes: B batch, T real tokens, Pv virtual tokens (soft prompt),
 // Tt = Pv + T rows per sequence, Pp prefix K/V positions, N = B*Tt, C hidden, F MLP width,
 // NH/NKV query/key-value heads of size hs, QKV = (NH + 2*NKV)*hs.
 #include "harness/core/model.h"

@@ -1,7 +1,11 @@
-// The transformer: GPT-2 and Llama families in one model (RoPE, RMSNorm, SwiGLU, GQA and
-// optional QKV bias on the Llama side; learned positions, LayerNorm, GELU-tanh and fused
-// QKV on the GPT-2 side). Parameters carry their Hugging Face names, so checkpoints map
-// one to one (GPT-2's Conv1D weights are stored transposed to (out, in) at load).
+// The transformer: GPT-2 and Llama families in one model. The block is written once
+// (Model::block_forward, block_backward) and used by the training forward, scoring and
+// cached decoding alike; what the families do differently inside it (LayerNorm or RMSNorm,
+// GELU-tanh or SwiGLU, fused or separate q/k/v, learned positions or RoPE, biases) is a
+// BlockConfig derived from the ModelConfig, and GQA follows from n_kv_head. Parameters
+// carry their Hugging Face names, so checkpoints map one to one (GPT-2's Conv1D weights are
+// stored transposed to (out, in) at load); methods find them through the site table below,
+// never by name.
 //
 // One training forward saves every activation backward reads (llm.c style, one block per
 // run); backward starts from the gradient of the final-norm output, so LM heads,
