@@ -45,7 +45,7 @@ AdapterHooks::AdapterHooks(const ModelConfig& cfg, const AdapterConfig& ac)
   units_.resize(static_cast<size_t>(L * 2));
   std::vector<std::array<size_t, 4>> idx;
   for (int64_t l = 0; l < L; ++l) {
-    const std::string p = (cfg.family == Family::gpt2 ? "transformer.h." : "model.layers.") + std::to_string(l) + ".adapter.";
+    const std::string p = layer_prefix(cfg, static_cast<int>(l)) + "adapter.";
     for (int s = 0; s < 2; ++s) {
       if (s == 0 && kind_ == AdapterKind::pfeiffer) continue;
       const std::string q = p + (s == 0 ? "attention." : "mlp.");

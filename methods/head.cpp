@@ -2,6 +2,7 @@
 // --head.unfreeze-last K the last K blocks and the final norm train too; backward then runs
 // only through those blocks (the model stops below the lowest trainable layer), and with
 // K = 0 no backward runs through the body at all.
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -12,13 +13,13 @@ namespace tb::methods {
 
 namespace {
 
-bool in_last_blocks(const std::string& name, const ModelConfig& cfg, int64_t K) {
-  const std::string prefix = cfg.family == Family::gpt2 ? "transformer.h." : "model.layers.";
-  if (name.rfind(prefix, 0) == 0) {
-    const int64_t l = std::stoll(name.substr(prefix.size()));
-    return l >= cfg.n_layer - K;
-  }
-  return K > 0 && (name.rfind("transformer.ln_f.", 0) == 0 || name == "model.norm.weight");
+// The last K blocks' parameters and, with K > 0, the final norm.
+bool in_last_blocks(const Param& p, const Model& model, int64_t K) {
+  const int l = model.layer_of(p);
+  if (l >= 0) return l >= model.config().n_layer - K;
+  if (K == 0) return false;
+  const auto norm = model.final_norm_params();
+  return std::find(norm.begin(), norm.end(), &p) != norm.end();
 }
 
 class HeadMethod final : public Method {
@@ -33,7 +34,7 @@ class HeadMethod final : public Method {
       throw InputError("--head.objective lm trains nothing unless --head.unfreeze-last > 0");
     auto& params = ctx.model.params();
     params.set_all_trainable(false);
-    params.set_trainable([&](const Param& p) { return in_last_blocks(p.name, mc, K); }, true);
+    params.set_trainable([&](const Param& p) { return in_last_blocks(p, ctx.model, K); }, true);
     params.allocate_grads();
     unfrozen_ = K;
     trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{});

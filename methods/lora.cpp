@@ -15,22 +15,17 @@ namespace tb::methods {
 
 namespace {
 
-const std::vector<std::string> kSiteOrder = {"q", "k", "v", "o", "gate", "up", "down"};
-
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
-  return s;
-}
+// The order sites are declared in, whatever order the user wrote them in.
+const std::vector<Site> kSiteOrder = {Site::q, Site::k, Site::v, Site::o, Site::gate, Site::up, Site::down};
 
 }  // namespace
 
 // One LoRA pair at one (layer, site): y[:, offset:offset+out] += s·B·A·x.
 struct LoraHooks::Module {
   int layer = 0;
-  Site site = Site::q;       // the core's site (Site::qkv for GPT-2 q/k/v slices)
-  std::string name;          // q, k, v, o, gate, up, down
-  std::string base_weight;   // the (total_out, in) base weight merge_into updates
+  Site site = Site::q;       // the site the user chose (q, k, v, o, gate, up, down)
+  Site hook_site = Site::q;  // where the model calls the delta (qkv for a slice of a fused linear)
+  std::string base;          // the checkpoint name of the base linear (site_module), for names and messages
   int64_t in = 0, out = 0, offset = 0, total_out = 0;
   Param* A = nullptr;        // (r, in)
   Param* B = nullptr;        // (out, r)
@@ -41,8 +36,10 @@ struct LoraHooks::Module {
 };
 
 std::vector<std::string> lora_all_linear_sites(const ModelConfig& cfg) {
-  if (cfg.family == Family::gpt2) return {"q", "k", "v", "o", "up", "down"};
-  return kSiteOrder;
+  std::vector<std::string> names;
+  for (Site s : kSiteOrder)
+    if (has_site(cfg, s)) names.push_back(site_name(s));
+  return names;
 }
 
 LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
@@ -54,27 +51,16 @@ LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
   if (!(lc.dropout >= 0.0 && lc.dropout < 1.0))
     throw InputError("lora.dropout: must be in [0, 1), got " + std::to_string(lc.dropout));
   scale_ = static_cast<float>(lc.alpha / static_cast<double>(lc.rank));
-  const bool gpt2 = cfg.family == Family::gpt2;
   const int L = static_cast<int>(cfg.n_layer);
 
-  // Site names -> canonical set, in a fixed order so parameters are declared identically
-  // whatever order the user wrote them in.
-  std::set<std::string> wanted;
-  if (lc.sites.empty()) throw InputError("lora.sites: empty (known: " + join(kSiteOrder) + ", c_attn, all-linear)");
+  std::set<Site> wanted;
+  if (lc.sites.empty()) throw InputError("lora.sites: empty (known: q,k,v,o,gate,up,down, qkv, all-linear)");
   for (const auto& s : lc.sites) {
     if (s == "all-linear") {
-      for (const auto& x : lora_all_linear_sites(cfg)) wanted.insert(x);
-    } else if (s == "c_attn") {
-      if (!gpt2)
-        throw InputError("lora.sites: c_attn is GPT-2's fused q,k,v linear; this " + cfg.model_type +
-                         " model has separate q,k,v");
-      wanted.insert({"q", "k", "v"});
-    } else if (std::find(kSiteOrder.begin(), kSiteOrder.end(), s) != kSiteOrder.end()) {
-      if (s == "gate" && gpt2) throw InputError("lora.sites: gpt2 has no gate projection");
-      wanted.insert(s);
+      for (Site x : kSiteOrder)
+        if (has_site(cfg, x)) wanted.insert(x);
     } else {
-      throw InputError("lora.sites: unknown site '" + s + "' (known: " + join(kSiteOrder) +
-                       ", c_attn, all-linear)");
+      for (Site x : sites_from_name(cfg, s, "lora.sites")) wanted.insert(x);
     }
   }
   std::vector<int> layers = lc.layers;
@@ -86,39 +72,19 @@ LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
     if (l < 0 || l >= L)
       throw InputError("lora.layers: layer " + std::to_string(l) + " out of range [0, " + std::to_string(L) + ")");
 
-  const int64_t C = cfg.hidden, F = cfg.intermediate;
-  const int64_t qd = cfg.n_head * cfg.head_dim, kvd = cfg.n_kv_head * cfg.head_dim;
   for (int l : layers) {
-    const std::string p = (gpt2 ? "transformer.h." : "model.layers.") + std::to_string(l) + ".";
-    for (const auto& name : kSiteOrder) {
-      if (!wanted.count(name)) continue;
+    for (Site site : kSiteOrder) {
+      if (!wanted.count(site)) continue;
+      const SiteSlice slice = site_slice(cfg, site);
       Module m;
       m.layer = l;
-      m.name = name;
-      auto at = [&](Site site, const std::string& module, int64_t in, int64_t out) {
-        m.site = site;
-        m.base_weight = p + module + ".weight";
-        m.in = in;
-        m.out = m.total_out = out;
-      };
-      if (gpt2) {
-        if (name == "q" || name == "k" || name == "v") {
-          at(Site::qkv, "attn.c_attn", C, C);
-          m.total_out = 3 * C;
-          m.offset = (name == "q" ? 0 : name == "k" ? 1 : 2) * C;
-        }
-        if (name == "o") at(Site::o, "attn.c_proj", C, C);
-        if (name == "up") at(Site::up, "mlp.c_fc", C, F);
-        if (name == "down") at(Site::down, "mlp.c_proj", F, C);
-      } else {
-        if (name == "q") at(Site::q, "self_attn.q_proj", C, qd);
-        if (name == "k") at(Site::k, "self_attn.k_proj", C, kvd);
-        if (name == "v") at(Site::v, "self_attn.v_proj", C, kvd);
-        if (name == "o") at(Site::o, "self_attn.o_proj", qd, C);
-        if (name == "gate") at(Site::gate, "mlp.gate_proj", C, F);
-        if (name == "up") at(Site::up, "mlp.up_proj", C, F);
-        if (name == "down") at(Site::down, "mlp.down_proj", F, C);
-      }
+      m.site = site;
+      m.hook_site = slice.hook_site;
+      m.base = site_module(cfg, l, site);
+      m.in = slice.in_features;
+      m.out = slice.rows;
+      m.offset = slice.row_offset;
+      m.total_out = slice.total_rows;
       modules_.push_back(std::move(m));
     }
   }
@@ -127,8 +93,8 @@ LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
   // Declare A and B for every module, then bind the pointers (declare may reallocate).
   std::vector<std::pair<size_t, size_t>> idx;
   for (const auto& m : modules_) {
-    const std::string base = m.base_weight.substr(0, m.base_weight.size() - 7) +
-                             (m.site == Site::qkv ? "." + m.name : "");
+    // A slice of a fused linear adds its site's name: "<fused linear>.q.lora_A.weight".
+    const std::string base = m.base + (m.hook_site != m.site ? std::string(".") + site_name(m.site) : "");
     const size_t a = store_.declare(base + ".lora_A.weight", {rank_, m.in}, true);
     const size_t b = store_.declare(base + ".lora_B.weight", {m.out, rank_}, true);
     idx.emplace_back(a, b);
@@ -149,7 +115,7 @@ LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
 
   index_.assign(static_cast<size_t>(L) * kNumSites, {});
   for (size_t i = 0; i < modules_.size(); ++i)
-    index_[modules_[i].layer * kNumSites + static_cast<int>(modules_[i].site)].push_back(static_cast<int>(i));
+    index_[modules_[i].layer * kNumSites + static_cast<int>(modules_[i].hook_site)].push_back(static_cast<int>(i));
 }
 
 LoraHooks::~LoraHooks() = default;
@@ -176,7 +142,7 @@ bool LoraHooks::has_delta(int layer, Site site) const {
 LoraHooks::Module& LoraHooks::checked(int index, int64_t IC, int64_t OC) {
   Module& m = modules_[index];
   TB_CHECK(IC == m.in && OC == m.total_out,
-           "LoRA " << m.base_weight << " (" << m.name << ") built for (" << m.total_out << "," << m.in
+           "LoRA " << m.base << " (" << site_name(m.site) << ") built for (" << m.total_out << "," << m.in
                    << ") called with (" << OC << "," << IC << ")");
   return m;
 }
@@ -234,7 +200,7 @@ void LoraHooks::delta_backward(int layer, Site site, float* dx, const float* dy,
   if (merged_) return;
   for (int idx : modules_at(layer, site)) {
     Module& m = checked(idx, IC, OC);
-    TB_CHECK(m.saved_n == N, "LoRA " << m.base_weight << ": backward without a matching training forward");
+    TB_CHECK(m.saved_n == N, "LoRA " << m.base << ": backward without a matching training forward");
     // g = s·dy[:, slice]; then dB += gᵀ·u, du = g·B, dA += duᵀ·xd, dxd = du·A.
     g_.resize(static_cast<size_t>(N * m.out));
     for (int64_t n = 0; n < N; ++n) {
@@ -267,9 +233,9 @@ void LoraHooks::delta_backward(int layer, Site site, float* dx, const float* dy,
 void LoraHooks::merge_into(Model& model) {
   TB_CHECK(!merged_, "LoRA already merged");
   for (const Module& m : modules_) {
-    Param& W = model.params().get(m.base_weight);
+    Param& W = *model.site(m.layer, m.site).weight;
     TB_CHECK(W.shape == (std::vector<int64_t>{m.total_out, m.in}),
-             "LoRA merge: " << m.base_weight << " does not have the shape the LoRA was built for");
+             "LoRA merge: " << m.base << " does not have the shape the LoRA was built for");
     const float* A = m.A->data;
     const float* B = m.B->data;
     std::vector<double> row(static_cast<size_t>(m.in));
@@ -346,7 +312,7 @@ MethodInfo lora_method_info() {
               {{"rank", "8", "rank r of the update B·A (r·(in + out) trainable values per site)"},
                {"alpha", "16", "scaling numerator: the update is (alpha / r)·B·A"},
                {"dropout", "0.05", "dropout on the LoRA input during training"},
-               {"sites", "q,v", "linear sites: q,k,v,o,gate,up,down; c_attn = q,k,v (GPT-2); all-linear = every linear of the family"},
+               {"sites", "q,v", "linear sites: q,k,v,o,gate,up,down; qkv = q,k,v on a fused family (GPT-2, also by its module name); all-linear = every linear of the family"},
                {"layers", "all", "blocks that get LoRA: all, or a list such as 2,3 (backward stops at the lowest)"},
                {"merge", "true", "after training merge W += (alpha / r)·B·A into the base weights and predict with the plain model"}});
   return {"lora",

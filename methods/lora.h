@@ -5,9 +5,11 @@
 // weights, W += (α/r)·B·A, so inference runs the plain model at no extra cost.
 //
 // Site names: q, k, v, o, gate, up, down (hooks.h's meanings), `all-linear` (every linear
-// site of the family) and, on GPT-2, `c_attn` = q,k,v. GPT-2 runs q, k and v as one fused
-// linear (Site::qkv, OC = 3C), so a LoRA on "q" there updates only the q slice (columns
-// [0,C)), "k" [C,2C) and "v" [2C,3C), each with its own A and B, as on Llama.
+// site of the family) and, on a family with a fused q,k,v linear, `qkv` (or the family's
+// module name for it) = q,k,v; the model's site table (model.h: sites_from_name,
+// site_slice) resolves them. GPT-2 runs q, k and v as one fused linear (Site::qkv,
+// OC = 3C), so a LoRA on "q" there updates only the q slice (rows [0,C) of the weight),
+// "k" [C,2C) and "v" [2C,3C), each with its own A and B, as on Llama.
 #pragma once
 
 #include <cstdint>
@@ -40,8 +42,9 @@ class LoraHooks : public Hooks {
   ~LoraHooks() override;
 
   // A and B of every site, all trainable, gradients allocated. Names follow the base
-  // weight they update: "<module>.lora_A.weight" (r,IC), "<module>.lora_B.weight" (OC,r);
-  // GPT-2 slices add the slice name: "transformer.h.0.attn.c_attn.q.lora_A.weight".
+  // linear they update (site_module in model.h): "<module>.lora_A.weight" (r,IC),
+  // "<module>.lora_B.weight" (OC,r); a slice of a fused linear adds the site's name,
+  // "<module>.q.lora_A.weight".
   ParamStore& store() { return store_; }
   const ParamStore& store() const { return store_; }
   float scale() const { return scale_; }

@@ -69,11 +69,7 @@ Sequences pair_sequences(const std::vector<PreferencePair>& pairs, size_t first,
 
 // ---- model helpers ---------------------------------------------------------------------
 
-Param& lm_head_param(Model& model) {
-  if (Param* p = model.params().find("lm_head.weight")) return *p;
-  return model.params().get(model.config().family == Family::gpt2 ? "transformer.wte.weight"
-                                                                   : "model.embed_tokens.weight");
-}
+Param& lm_head_param(Model& model) { return model.lm_head(); }
 
 std::unique_ptr<Model> copy_model(const Model& m) {
   auto c = std::make_unique<Model>(m.config());

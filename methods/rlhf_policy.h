@@ -45,7 +45,7 @@ struct Sequences {
 Sequences pair_sequences(const std::vector<PreferencePair>& pairs, size_t first, size_t count,
                          int64_t max_positions);
 
-// The LM head weight (V,C): lm_head.weight, or the token embedding when tied.
+// The LM head weight (V,C): the model's own, or the token embedding when tied.
 Param& lm_head_param(Model& model);
 
 // A fresh model with the same config and a copy of `m`'s weights, all frozen.

@@ -14,10 +14,7 @@
 
 namespace tb::methods {
 
-const Param& token_embeddings(const Model& model) {
-  return model.params().get(model.config().family == Family::gpt2 ? "transformer.wte.weight"
-                                                                   : "model.embed_tokens.weight");
-}
+const Param& token_embeddings(const Model& model) { return model.token_embedding(); }
 
 SoftPromptHooks::SoftPromptHooks(int64_t P, int64_t C) : P_(P), C_(C) {
   TB_CHECK(P >= 0 && C > 0, "soft prompt of " << P << " tokens of width " << C);

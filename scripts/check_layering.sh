@@ -7,7 +7,8 @@
 # header's folder. An edge the table does not list fails, and so does a file
 # outside every folder of the table (harness/ holds only layer folders). A folder may always
 # include its own headers. An entry that names a header (ends in .h) allows that one header of
-# its folder and no other. Also: only harness/core/dnnl/ includes oneDNN's headers.
+# its folder and no other. Also: only harness/core/dnnl/ includes oneDNN's headers, and no file
+# in methods/ spells a checkpoint tensor name.
 #
 # Usage: check_layering.sh [ROOT]   (exit 0: ok, 1: a forbidden edge, each printed as
 #                                   "file:line: from-folder -> header: not allowed")
@@ -102,6 +103,17 @@ bad=$(grep -HnE '^\s*#\s*include\s*[<"](oneapi/)?dnnl' $files 2>/dev/null | grep
 if [ -n "$bad" ]; then
   echo "oneDNN included outside harness/core/dnnl:"
   echo "$bad"
+  fail=1
+fi
+
+# Methods address the model through its site table (harness/core/model.h: site, layer_of,
+# token_embedding, lm_head, layer_prefix, site_module), never by a checkpoint tensor name, so
+# a new model family is a change to the core alone. Comments count too: a name in a comment
+# is a name the next edit copies.
+names=$(grep -rnE '"model\.|transformer\.h|self_attn|c_attn' methods/ 2>/dev/null || true)
+if [ -n "$names" ]; then
+  echo "methods/ spells checkpoint tensor names (use the model's site table in harness/core/model.h):"
+  echo "$names"
   fail=1
 fi
 

@@ -69,7 +69,8 @@ class Hooks {
 
   // 5. Hidden-state observer, numbered as Hugging Face's hidden_states: 0 is the embedding
   // output, l (1 <= l < L) the output of block l-1, and L the final-norm output. T counts
-  // virtual tokens too.
+  // virtual tokens too. The full forward and cached decoding both call it; in cached
+  // decoding h holds the rows of that call only (the positions it appends to the cache).
   virtual bool observes(int layer) const { return false; }
   virtual void observe(int layer, const float* h /*(B,T,C)*/, int64_t B, int64_t T, int64_t C) {}
 };

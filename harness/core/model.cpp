@@ -1,5 +1,6 @@
-// The transformer's forward, backward and cached inference over ops.h, with the hook
-// points of hooks.h. Shapes: B batch, T real tokens, Pv virtual tokens (soft prompt),
+// The transformer over ops.h, with the hook points of hooks.h: the config parsing, the site
+// table (the only place checkpoint tensor names are spelled), the block (block_forward,
+// block_backward) and its three callers (forward, backward, forward_cached). Shapes: B batch, T real tokens, Pv virtual tokens (soft prompt),
 // Tt = Pv + T rows per sequence, Pp prefix K/V positions, N = B*Tt, C hidden, F MLP width,
 // NH/NKV query/key-value heads of size hs, QKV = (NH + 2*NKV)*hs.
 #include "harness/core/model.h"
@@ -195,6 +196,26 @@ nlohmann::json ModelConfig::to_hf_json() const {
   return j;
 }
 
+BlockConfig BlockConfig::from(const ModelConfig& c) {
+  BlockConfig b;
+  if (c.family == Family::gpt2) {
+    b.norm = NormKind::layernorm;
+    b.mlp = MlpKind::gelu;
+    b.positions = PositionKind::learned;
+    b.fused_qkv = true;
+    b.linear_bias = true;
+    b.qkv_bias = true;
+  } else {
+    b.norm = NormKind::rmsnorm;
+    b.mlp = MlpKind::swiglu;
+    b.positions = PositionKind::rope;
+    b.fused_qkv = false;
+    b.linear_bias = false;
+    b.qkv_bias = c.qkv_bias;
+  }
+  return b;
+}
+
 int64_t count_params(const ModelConfig& c) {
   const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size, L = c.n_layer;
   const int64_t q = c.n_head * c.head_dim, kv = c.n_kv_head * c.head_dim;
@@ -209,19 +230,47 @@ int64_t count_params(const ModelConfig& c) {
 
 // ---- parameters ------------------------------------------------------------------------
 
+// One block's parameters: its two norms and, by hook site, the weight and bias of every
+// linear the family runs (null for a site the family computes otherwise or a missing bias).
 struct Model::LayerParams {
   Param *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;
-  Param *qkv_w = nullptr, *qkv_b = nullptr;                            // GPT-2 c_attn
-  Param *q_w = nullptr, *k_w = nullptr, *v_w = nullptr;                // Llama
-  Param *q_b = nullptr, *k_b = nullptr, *v_b = nullptr;
-  Param *o_w = nullptr, *o_b = nullptr;
-  Param *fc_w = nullptr, *fc_b = nullptr, *proj_w = nullptr, *proj_b = nullptr;  // GPT-2
-  Param *gate_w = nullptr, *up_w = nullptr, *down_w = nullptr;                    // Llama
+  Param* w[kNumSites] = {};
+  Param* b[kNumSites] = {};
+  Param* weight(Site s) const { return w[static_cast<int>(s)]; }
+  Param* bias(Site s) const { return b[static_cast<int>(s)]; }
 };
 
+// What one block's training forward saves for its backward. fc1 is the first MLP linear's
+// output (the gate when gated, else up), fc2 the up output of a gated MLP, mlpin the
+// activation output (the down projection's input).
 struct LayerActs {
   std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, attproj, res1;
-  std::vector<float> ln2, ln2_mean, ln2_rstd, fc1, fc2, fc3, mlpproj, res2, pk, pv;
+  std::vector<float> ln2, ln2_mean, ln2_rstd, fc1, fc2, mlpin, mlpproj, res2, pk, pv;
+};
+
+// Where one block's forward writes (see Model::block_forward): a training forward points
+// them at the layer's LayerActs, cached decoding at one set of scratch buffers every layer
+// reuses. Shapes for N = B*Tt rows attending to P + Tt positions.
+struct Model::BlockBufs {
+  float *ln1, *ln1_mean, *ln1_rstd;   // (N,C), (N), (N); the mean is unused by RMSNorm
+  float* qkv;                          // (N,QKV): fused rows, or the q, k, v blocks one after another
+  float *att, *atty, *attproj, *res1;  // (B,NH,Tt,P+Tt), (N,NH*hs), (N,C), (N,C)
+  float *ln2, *ln2_mean, *ln2_rstd;    // as ln1
+  float *fc1, *fc2, *mlpin, *mlpproj;  // (N,F), (N,F) when gated, (N,F), (N,C)
+};
+
+// The keys and values a block's attention reads besides its own rows, and where it leaves
+// its own. P positions come before this call's rows (they also offset the positions of its
+// rows): a prefix shared by the batch in training, the filled part of the KV cache in
+// decoding, which the block then appends its keys and values to.
+struct Model::KVSink {
+  const float* pk = nullptr;  // (NKV,P,hs) per batch block (see ops::AttentionShape), null when P == 0
+  const float* pv = nullptr;
+  int64_t P = 0;
+  int64_t bstride = 0, hstride = 0;  // ops::AttentionShape::extra_bstride, extra_hstride
+  float* cache_k = nullptr;          // (B,NKV,S,hs), or null: keep nothing
+  float* cache_v = nullptr;
+  int64_t S = 0;
 };
 
 struct Model::Acts {
@@ -233,13 +282,14 @@ struct Model::Acts {
   std::vector<float> ln2_shared, mlpin_shared;
   std::vector<int32_t> tokens;
   // backward scratch, reused by every layer
-  std::vector<float> dres, dln, dqkv, datty, dproj, dfc1, dfc2, dfc3, dscratch, dpk, dpv;
+  std::vector<float> dres, dln, dqkv, datty, dproj, dfc1, dfc2, dmlpin, dscratch, dpk, dpv;
   int64_t B = -1, Tt = -1, Pp = -1;
   bool backward_ready = false;
 };
 
 Model::Model(const ModelConfig& cfg) : cfg_(cfg), acts_(std::make_unique<Acts>()) {
   cfg_.validate("model config");
+  block_ = BlockConfig::from(cfg_);
   declare_params();
   params_.allocate();
   bind_params();
@@ -247,50 +297,145 @@ Model::Model(const ModelConfig& cfg) : cfg_(cfg), acts_(std::make_unique<Acts>()
 
 Model::~Model() = default;
 
+// ---- the site table --------------------------------------------------------------------
+
+namespace {
+
+// The checkpoint name of the linear computing hook site `s`, relative to the layer prefix;
+// null where the family has no such linear.
+const char* linear_module(Family f, Site s) {
+  if (f == Family::gpt2) {
+    switch (s) {
+      case Site::qkv: return "attn.c_attn";
+      case Site::o: return "attn.c_proj";
+      case Site::up: return "mlp.c_fc";
+      case Site::down: return "mlp.c_proj";
+      default: return nullptr;
+    }
+  }
+  switch (s) {
+    case Site::q: return "self_attn.q_proj";
+    case Site::k: return "self_attn.k_proj";
+    case Site::v: return "self_attn.v_proj";
+    case Site::o: return "self_attn.o_proj";
+    case Site::gate: return "mlp.gate_proj";
+    case Site::up: return "mlp.up_proj";
+    case Site::down: return "mlp.down_proj";
+    default: return nullptr;
+  }
+}
+
+// The user-facing alias of the fused q,k,v linear: GPT-2's module name.
+constexpr const char* kFusedQkvModule = "c_attn";
+
+}  // namespace
+
+bool has_site(const ModelConfig& cfg, Site s) {
+  if (cfg.family == Family::gpt2) return s != Site::gate;
+  return s != Site::qkv;
+}
+
+SiteSlice site_slice(const ModelConfig& cfg, Site s) {
+  if (!has_site(cfg, s))
+    throw InputError(std::string("site ") + site_name(s) + ": a " + cfg.model_type + " model has no such linear");
+  const int64_t C = cfg.hidden, F = cfg.intermediate;
+  const int64_t qd = cfg.n_head * cfg.head_dim, kvd = cfg.n_kv_head * cfg.head_dim;
+  auto whole = [](Site site, int64_t out, int64_t in) { return SiteSlice{site, 0, out, out, in}; };
+  if (cfg.family == Family::gpt2) {
+    switch (s) {
+      case Site::qkv: return whole(Site::qkv, 3 * C, C);
+      case Site::q: return SiteSlice{Site::qkv, 0, C, 3 * C, C};
+      case Site::k: return SiteSlice{Site::qkv, C, C, 3 * C, C};
+      case Site::v: return SiteSlice{Site::qkv, 2 * C, C, 3 * C, C};
+      case Site::o: return whole(Site::o, C, C);
+      case Site::up: return whole(Site::up, F, C);
+      default: return whole(Site::down, C, F);
+    }
+  }
+  switch (s) {
+    case Site::q: return whole(Site::q, qd, C);
+    case Site::k: return whole(Site::k, kvd, C);
+    case Site::v: return whole(Site::v, kvd, C);
+    case Site::o: return whole(Site::o, C, qd);
+    case Site::gate: return whole(Site::gate, F, C);
+    case Site::up: return whole(Site::up, F, C);
+    default: return whole(Site::down, C, F);
+  }
+}
+
+std::vector<Site> sites_from_name(const ModelConfig& cfg, const std::string& name, const std::string& what) {
+  if (name == site_name(Site::qkv) || name == kFusedQkvModule) {
+    if (!has_site(cfg, Site::qkv))
+      throw InputError(what + ": " + name + " is a fused q,k,v linear; this " + cfg.model_type +
+                       " model has separate q,k,v");
+    return {Site::q, Site::k, Site::v};
+  }
+  for (Site s : {Site::q, Site::k, Site::v, Site::o, Site::gate, Site::up, Site::down}) {
+    if (name != site_name(s)) continue;
+    if (!has_site(cfg, s)) throw InputError(what + ": " + cfg.model_type + " has no " + name + " projection");
+    return {s};
+  }
+  throw InputError(what + ": unknown site '" + name + "' (known: q,k,v,o,gate,up,down; qkv or " +
+                   kFusedQkvModule + " = q,k,v on a fused family)");
+}
+
+std::string layer_prefix(const ModelConfig& cfg, int layer) {
+  return (cfg.family == Family::gpt2 ? "transformer.h." : "model.layers.") + std::to_string(layer) + ".";
+}
+
+std::string site_module(const ModelConfig& cfg, int layer, Site s) {
+  return layer_prefix(cfg, layer) + linear_module(cfg.family, site_slice(cfg, s).hook_site);
+}
+
+// ---- parameters ------------------------------------------------------------------------
+
 void Model::declare_params() {
   const int64_t C = cfg_.hidden, F = cfg_.intermediate, V = cfg_.vocab_size;
   const int64_t q = cfg_.n_head * cfg_.head_dim, kv = cfg_.n_kv_head * cfg_.head_dim;
   // Decay group: every matrix (embeddings included, as nanoGPT); no decay for vectors.
   auto mat = [&](const std::string& n, std::vector<int64_t> s) { params_.declare(n, std::move(s), true); };
   auto vec = [&](const std::string& n, int64_t d) { params_.declare(n, {d}, false); };
-  if (cfg_.family == Family::gpt2) {
+  const Family f = cfg_.family;
+  // A linear's weight (out, in) and, with `bias`, its bias (out).
+  auto lin = [&](const std::string& p, Site s, int64_t out, int64_t in, bool bias) {
+    const std::string m = p + linear_module(f, s);
+    mat(m + ".weight", {out, in});
+    if (bias) vec(m + ".bias", out);
+  };
+  if (f == Family::gpt2) {
     mat("transformer.wte.weight", {V, C});
     mat("transformer.wpe.weight", {cfg_.max_positions, C});
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "transformer.h." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       vec(p + "ln_1.weight", C);
       vec(p + "ln_1.bias", C);
-      mat(p + "attn.c_attn.weight", {3 * C, C});
-      vec(p + "attn.c_attn.bias", 3 * C);
-      mat(p + "attn.c_proj.weight", {C, C});
-      vec(p + "attn.c_proj.bias", C);
+      lin(p, Site::qkv, 3 * C, C, block_.qkv_bias);
+      lin(p, Site::o, C, C, block_.linear_bias);
       vec(p + "ln_2.weight", C);
       vec(p + "ln_2.bias", C);
-      mat(p + "mlp.c_fc.weight", {F, C});
-      vec(p + "mlp.c_fc.bias", F);
-      mat(p + "mlp.c_proj.weight", {C, F});
-      vec(p + "mlp.c_proj.bias", C);
+      lin(p, Site::up, F, C, block_.linear_bias);
+      lin(p, Site::down, C, F, block_.linear_bias);
     }
     vec("transformer.ln_f.weight", C);
     vec("transformer.ln_f.bias", C);
   } else {
     mat("model.embed_tokens.weight", {V, C});
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       vec(p + "input_layernorm.weight", C);
-      mat(p + "self_attn.q_proj.weight", {q, C});
-      mat(p + "self_attn.k_proj.weight", {kv, C});
-      mat(p + "self_attn.v_proj.weight", {kv, C});
-      if (cfg_.qkv_bias) {
-        vec(p + "self_attn.q_proj.bias", q);
-        vec(p + "self_attn.k_proj.bias", kv);
-        vec(p + "self_attn.v_proj.bias", kv);
+      lin(p, Site::q, q, C, false);
+      lin(p, Site::k, kv, C, false);
+      lin(p, Site::v, kv, C, false);
+      if (block_.qkv_bias) {
+        vec(p + linear_module(f, Site::q) + ".bias", q);
+        vec(p + linear_module(f, Site::k) + ".bias", kv);
+        vec(p + linear_module(f, Site::v) + ".bias", kv);
       }
-      mat(p + "self_attn.o_proj.weight", {C, q});
+      lin(p, Site::o, C, q, block_.linear_bias);
       vec(p + "post_attention_layernorm.weight", C);
-      mat(p + "mlp.gate_proj.weight", {F, C});
-      mat(p + "mlp.up_proj.weight", {F, C});
-      mat(p + "mlp.down_proj.weight", {C, F});
+      lin(p, Site::gate, F, C, block_.linear_bias);
+      lin(p, Site::up, F, C, block_.linear_bias);
+      lin(p, Site::down, C, F, block_.linear_bias);
     }
     vec("model.norm.weight", C);
     if (!cfg_.tied_embeddings) mat("lm_head.weight", {V, C});
@@ -299,51 +444,77 @@ void Model::declare_params() {
 
 void Model::bind_params() {
   layers_.assign(cfg_.n_layer, LayerParams{});
+  const Family f = cfg_.family;
   auto P = [&](const std::string& n) { return &params_.get(n); };
-  auto opt = [&](const std::string& n) { return params_.find(n); };
-  if (cfg_.family == Family::gpt2) {
+  // Every linear of a layer, by hook site.
+  auto linears = [&](LayerParams& L, const std::string& p) {
+    for (int i = 0; i < kNumSites; ++i) {
+      const char* m = linear_module(f, static_cast<Site>(i));
+      if (!m) continue;
+      L.w[i] = &params_.get(p + m + ".weight");
+      L.b[i] = params_.find(p + m + ".bias");
+    }
+  };
+  if (f == Family::gpt2) {
     wte_ = P("transformer.wte.weight");
     wpe_ = P("transformer.wpe.weight");
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "transformer.h." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       auto& L = layers_[l];
       L.ln1_w = P(p + "ln_1.weight");
       L.ln1_b = P(p + "ln_1.bias");
-      L.qkv_w = P(p + "attn.c_attn.weight");
-      L.qkv_b = P(p + "attn.c_attn.bias");
-      L.o_w = P(p + "attn.c_proj.weight");
-      L.o_b = P(p + "attn.c_proj.bias");
       L.ln2_w = P(p + "ln_2.weight");
       L.ln2_b = P(p + "ln_2.bias");
-      L.fc_w = P(p + "mlp.c_fc.weight");
-      L.fc_b = P(p + "mlp.c_fc.bias");
-      L.proj_w = P(p + "mlp.c_proj.weight");
-      L.proj_b = P(p + "mlp.c_proj.bias");
+      linears(L, p);
     }
     lnf_w_ = P("transformer.ln_f.weight");
     lnf_b_ = P("transformer.ln_f.bias");
     lm_head_ = wte_;
   } else {
     wte_ = P("model.embed_tokens.weight");
-    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (int l = 0; l < cfg_.n_layer; ++l) {
+      const std::string p = layer_prefix(cfg_, l);
       auto& L = layers_[l];
       L.ln1_w = P(p + "input_layernorm.weight");
-      L.q_w = P(p + "self_attn.q_proj.weight");
-      L.k_w = P(p + "self_attn.k_proj.weight");
-      L.v_w = P(p + "self_attn.v_proj.weight");
-      L.q_b = opt(p + "self_attn.q_proj.bias");
-      L.k_b = opt(p + "self_attn.k_proj.bias");
-      L.v_b = opt(p + "self_attn.v_proj.bias");
-      L.o_w = P(p + "self_attn.o_proj.weight");
       L.ln2_w = P(p + "post_attention_layernorm.weight");
-      L.gate_w = P(p + "mlp.gate_proj.weight");
-      L.up_w = P(p + "mlp.up_proj.weight");
-      L.down_w = P(p + "mlp.down_proj.weight");
+      linears(L, p);
     }
     lnf_w_ = P("model.norm.weight");
     lm_head_ = cfg_.tied_embeddings ? wte_ : P("lm_head.weight");
   }
+  layer_of_.clear();
+  for (int l = 0; l < cfg_.n_layer; ++l)
+    for (Param* p : layer_params(l)) layer_of_[p] = l;
+}
+
+std::vector<Param*> Model::layer_params(int layer) const {
+  TB_CHECK(layer >= 0 && layer < cfg_.n_layer, "layer " << layer << " of " << cfg_.n_layer);
+  const auto& P = layers_[layer];
+  std::vector<Param*> out;
+  for (Param* p : {P.ln1_w, P.ln1_b, P.ln2_w, P.ln2_b})
+    if (p) out.push_back(p);
+  for (int i = 0; i < kNumSites; ++i)
+    for (Param* p : {P.w[i], P.b[i]})
+      if (p) out.push_back(p);
+  return out;
+}
+
+int Model::layer_of(const Param& p) const {
+  const auto it = layer_of_.find(&p);
+  return it == layer_of_.end() ? -1 : it->second;
+}
+
+std::vector<Param*> Model::final_norm_params() const {
+  std::vector<Param*> out = {lnf_w_};
+  if (lnf_b_) out.push_back(lnf_b_);
+  return out;
+}
+
+SiteRef Model::site(int layer, Site s) const {
+  TB_CHECK(layer >= 0 && layer < cfg_.n_layer, "site of layer " << layer << " of " << cfg_.n_layer);
+  const SiteSlice slice = site_slice(cfg_, s);
+  const auto& P = layers_[layer];
+  return {P.weight(slice.hook_site), P.bias(slice.hook_site), slice};
 }
 
 void Model::init_random(uint64_t seed, float std) {
@@ -397,8 +568,8 @@ void Model::ensure_acts(int64_t B, int64_t Tt, int64_t Pp) {
     fit(L.attproj, N * C); fit(L.res1, N * C);
     fit(L.ln2_mean, N); fit(L.ln2_rstd, N);
     fit(L.fc1, N * F);
-    if (cfg_.family == Family::llama) fit(L.fc2, N * F);  // SwiGLU backward reads gate and up
-    // ln2 and the MLP output-projection input (GPT-2 fc2, Llama fc3) are sized per forward.
+    if (block_.mlp == MlpKind::swiglu) fit(L.fc2, N * F);  // SwiGLU backward reads gate and up
+    // ln2 and mlpin (the down projection's input) are sized per forward.
     fit(L.mlpproj, N * C); fit(L.res2, N * C);
     fit(L.pk, pkv); fit(L.pv, pkv);
   }
@@ -426,30 +597,38 @@ int64_t Model::activation_bytes() const {
   auto add = [&](const std::vector<float>& v) { n += static_cast<int64_t>(v.size()); };
   for (const auto& L : a.layers) {
     for (auto* v : {&L.ln1, &L.ln1_mean, &L.ln1_rstd, &L.qkv, &L.att, &L.atty, &L.attproj, &L.res1,
-                    &L.ln2, &L.ln2_mean, &L.ln2_rstd, &L.fc1, &L.fc2, &L.fc3, &L.mlpproj, &L.res2,
+                    &L.ln2, &L.ln2_mean, &L.ln2_rstd, &L.fc1, &L.fc2, &L.mlpin, &L.mlpproj, &L.res2,
                     &L.pk, &L.pv})
       add(*v);
   }
   for (auto* v : {&a.ln2_shared, &a.mlpin_shared, &a.encoded, &a.lnf, &a.lnf_mean, &a.lnf_rstd, &a.dres, &a.dln, &a.dqkv, &a.datty,
-                  &a.dproj, &a.dfc1, &a.dfc2, &a.dfc3, &a.dscratch, &a.dpk, &a.dpv})
+                  &a.dproj, &a.dfc1, &a.dfc2, &a.dmlpin, &a.dscratch, &a.dpk, &a.dpv})
     add(*v);
   return n * 4 + static_cast<int64_t>((logits_buf_.size() + dlogits_buf_.size()) * 4);
 }
 
 void Model::norm_forward(float* out, float* mean, float* rstd, const float* x, const Param* w,
                          const Param* b, int64_t N) const {
-  if (cfg_.family == Family::gpt2)
-    ops::layernorm_forward(out, mean, rstd, x, w->data, b->data, N, cfg_.hidden, cfg_.norm_eps);
-  else
-    ops::rmsnorm_forward(out, rstd, x, w->data, N, cfg_.hidden, cfg_.norm_eps);
+  switch (block_.norm) {
+    case NormKind::layernorm:
+      ops::layernorm_forward(out, mean, rstd, x, w->data, b->data, N, cfg_.hidden, cfg_.norm_eps);
+      break;
+    case NormKind::rmsnorm:
+      ops::rmsnorm_forward(out, rstd, x, w->data, N, cfg_.hidden, cfg_.norm_eps);
+      break;
+  }
 }
 
 void Model::norm_backward(float* dx, const Param* w, const Param* b, const float* dout,
                           const float* x, const float* mean, const float* rstd, int64_t N) const {
-  if (cfg_.family == Family::gpt2)
-    ops::layernorm_backward(dx, w->grad, b->grad, dout, x, w->data, mean, rstd, N, cfg_.hidden);
-  else
-    ops::rmsnorm_backward(dx, w->grad, dout, x, w->data, rstd, N, cfg_.hidden);
+  switch (block_.norm) {
+    case NormKind::layernorm:
+      ops::layernorm_backward(dx, w->grad, b->grad, dout, x, w->data, mean, rstd, N, cfg_.hidden);
+      break;
+    case NormKind::rmsnorm:
+      ops::rmsnorm_backward(dx, w->grad, dout, x, w->data, rstd, N, cfg_.hidden);
+      break;
+  }
   w->grad_fresh = false;
   if (b) b->grad_fresh = false;
 }
@@ -498,9 +677,8 @@ double attention_flops(int64_t B, int64_t NH, int64_t T, int64_t L, int64_t hs) 
 
 double Model::forward_flops(const ModelConfig& c, int64_t B, int64_t T) {
   const int64_t N = B * T, C = c.hidden, F = c.intermediate, hs = c.head_dim;
-  const double proj = c.family == Family::gpt2 ? mm_flops(N, 3 * C, C) + mm_flops(N, C, C) + 2 * mm_flops(N, F, C)
-                                               : mm_flops(N, c.n_head * hs, C) + 2 * mm_flops(N, c.n_kv_head * hs, C) +
-                                                     mm_flops(N, C, c.n_head * hs) + 3 * mm_flops(N, F, C);
+  const int mlp_linears = BlockConfig::from(c).mlp == MlpKind::swiglu ? 3 : 2;
+  const double proj = mm_flops(N, c.qkv_dim(), C) + mm_flops(N, C, c.n_head * hs) + mlp_linears * mm_flops(N, F, C);
   return static_cast<double>(c.n_layer) * (proj + attention_flops(B, c.n_head, T, T, hs));
 }
 
@@ -550,12 +728,177 @@ void Model::linear_backward(int layer, Site site, float* dx, const float* dy, co
   if (hooks && hooks->has_delta(layer, site)) hooks->delta_backward(layer, site, dx, dy, x, N, IC, OC);
 }
 
-// ---- forward ---------------------------------------------------------------------------
+// ---- the block ------------------------------------------------------------------------
 
 namespace {
 // A saved activation, or null when the forward kept none (see Model::Acts).
 const float* saved(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+// q, k and v inside a (N,QKV) buffer: one fused linear's rows (q | k | v per token) or the
+// three linears' outputs one after another; ld is the token stride.
+template <typename F>
+struct QkvView {
+  F *q, *k, *v;
+  int64_t q_ld, kv_ld;
+};
+template <typename F>
+QkvView<F> qkv_view(F* base, bool fused, int64_t N, int64_t NH, int64_t NKV, int64_t hs) {
+  if (fused) {
+    const int64_t ld = (NH + 2 * NKV) * hs;
+    return {base, base + NH * hs, base + (NH + NKV) * hs, ld, ld};
+  }
+  return {base, base + N * NH * hs, base + N * (NH + NKV) * hs, NH * hs, NKV * hs};
+}
 }  // namespace
+
+void Model::embed(float* out, const int32_t* tokens, int64_t B, int64_t T, int64_t Pv, const float* vt,
+                  int64_t pos0) const {
+  const int64_t C = cfg_.hidden, Tt = Pv + T;
+  const float* wpe = block_.positions == PositionKind::learned ? wpe_->data : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    float* row = out + b * Tt * C;
+    for (int64_t p = 0; p < Pv; ++p)
+      for (int64_t c = 0; c < C; ++c)
+        row[p * C + c] = wpe ? vt[p * C + c] + wpe[(pos0 + p) * C + c] : vt[p * C + c];
+    ops::embedding_forward(row + Pv * C, tokens + b * T, wte_->data, wpe, 1, T, C, pos0 + Pv);
+  }
+}
+
+void Model::block_forward(int layer, float* out, const float* x, const BlockBufs& A, const KVSink& kv,
+                          int64_t B, int64_t Tt, Hooks* hooks, bool training) const {
+  const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
+  const int64_t hs = cfg_.head_dim, N = B * Tt;
+  const auto& P = layers_[layer];
+  auto linear = [&](Site site, float* y, const float* in, int64_t IC, int64_t OC) {
+    linear_forward(layer, site, y, in, P.weight(site), P.bias(site), N, IC, OC, hooks, training);
+  };
+
+  // Attention sublayer: res1 = x + o(attention(q, k, v of norm1(x))).
+  norm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, x, P.ln1_w, P.ln1_b, N);
+  const auto qkv = qkv_view(A.qkv, block_.fused_qkv, N, NH, NKV, hs);
+  if (block_.fused_qkv) {
+    linear(Site::qkv, A.qkv, A.ln1, C, cfg_.qkv_dim());
+  } else {
+    linear(Site::q, qkv.q, A.ln1, C, NH * hs);
+    linear(Site::k, qkv.k, A.ln1, C, NKV * hs);
+    linear(Site::v, qkv.v, A.ln1, C, NKV * hs);
+  }
+  if (block_.positions == PositionKind::rope) {
+    ops::rope_forward(qkv.q, qkv.q, B, Tt, NH, hs, qkv.q_ld, cfg_.rope_theta, kv.P);
+    ops::rope_forward(qkv.k, qkv.k, B, Tt, NKV, hs, qkv.kv_ld, cfg_.rope_theta, kv.P);
+  }
+  ops::AttentionShape s{B, Tt, NH, NKV, hs, kv.P};
+  s.q_ld = qkv.q_ld;
+  s.kv_ld = qkv.kv_ld;
+  s.extra_bstride = kv.bstride;
+  s.extra_hstride = kv.hstride;
+  flops_ += attention_flops(B, NH, Tt, kv.P + Tt, hs);
+  ops::attention_forward(A.atty, A.att, qkv.q, qkv.k, qkv.v, kv.P ? kv.pk : nullptr, kv.P ? kv.pv : nullptr, s);
+  if (kv.cache_k) {
+    // Append this call's keys and values: cache (B, NKV, S, hs) at positions P.. .
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < Tt; ++t)
+        for (int64_t h = 0; h < NKV; ++h) {
+          const int64_t src = (b * Tt + t) * qkv.kv_ld + h * hs;
+          const int64_t dst = ((b * NKV + h) * kv.S + kv.P + t) * hs;
+          std::copy_n(qkv.k + src, hs, kv.cache_k + dst);
+          std::copy_n(qkv.v + src, hs, kv.cache_v + dst);
+        }
+  }
+  linear(Site::o, A.attproj, A.atty, NH * hs, C);
+  if (hooks && hooks->has_after(layer, Sublayer::attention))
+    hooks->after_forward(layer, Sublayer::attention, A.attproj, N, C, training);
+  ops::residual_forward(A.res1, x, A.attproj, N * C);
+
+  // MLP sublayer: out = res1 + down(act(norm2(res1))).
+  norm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.res1, P.ln2_w, P.ln2_b, N);
+  switch (block_.mlp) {
+    case MlpKind::gelu:
+      linear(Site::up, A.fc1, A.ln2, C, F);
+      ops::gelu_forward(A.mlpin, A.fc1, N * F);
+      break;
+    case MlpKind::swiglu:
+      linear(Site::gate, A.fc1, A.ln2, C, F);
+      linear(Site::up, A.fc2, A.ln2, C, F);
+      ops::swiglu_forward(A.mlpin, A.fc1, A.fc2, N * F);
+      break;
+  }
+  linear(Site::down, A.mlpproj, A.mlpin, F, C);
+  if (hooks && hooks->has_after(layer, Sublayer::mlp))
+    hooks->after_forward(layer, Sublayer::mlp, A.mlpproj, N, C, training);
+  ops::residual_forward(out, A.res1, A.mlpproj, N * C);
+}
+
+void Model::block_backward(int layer, const float* x, Hooks* hooks) {
+  Acts& a = *acts_;
+  const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
+  const int64_t hs = cfg_.head_dim, B = B_, Tt = Tt_, Pp = Pp_, N = B * Tt;
+  const auto& P = layers_[layer];
+  auto& A = a.layers[layer];
+  auto linear = [&](Site site, float* dx, const float* dy, const float* in, int64_t IC, int64_t OC) {
+    linear_backward(layer, site, dx, dy, in, P.weight(site), P.bias(site), N, IC, OC, hooks);
+  };
+
+  // MLP sublayer: out = res1 + down(act(norm2(res1))).
+  std::copy(a.dres.begin(), a.dres.end(), a.dproj.begin());
+  if (hooks && hooks->has_after(layer, Sublayer::mlp)) hooks->after_backward(layer, Sublayer::mlp, a.dproj.data(), N, C);
+  zero(a.dln);
+  zero(a.dmlpin);
+  linear(Site::down, a.dmlpin.data(), a.dproj.data(), saved(A.mlpin), F, C);
+  switch (block_.mlp) {
+    case MlpKind::gelu:
+      zero(a.dfc1);
+      ops::gelu_backward(a.dfc1.data(), a.dmlpin.data(), A.fc1.data(), N * F);
+      linear(Site::up, a.dln.data(), a.dfc1.data(), saved(A.ln2), C, F);
+      break;
+    case MlpKind::swiglu:
+      zero(a.dfc1);
+      zero(a.dfc2);
+      ops::swiglu_backward(a.dfc1.data(), a.dfc2.data(), a.dmlpin.data(), A.fc1.data(), A.fc2.data(), N * F);
+      linear(Site::gate, a.dln.data(), a.dfc1.data(), saved(A.ln2), C, F);
+      linear(Site::up, a.dln.data(), a.dfc2.data(), saved(A.ln2), C, F);
+      break;
+  }
+  norm_backward(a.dres.data(), P.ln2_w, P.ln2_b, a.dln.data(), A.res1.data(), A.ln2_mean.data(), A.ln2_rstd.data(), N);
+
+  // Attention sublayer: res1 = x + o(attention(q, k, v of norm1(x))).
+  std::copy(a.dres.begin(), a.dres.end(), a.dproj.begin());
+  if (hooks && hooks->has_after(layer, Sublayer::attention))
+    hooks->after_backward(layer, Sublayer::attention, a.dproj.data(), N, C);
+  zero(a.datty);
+  linear(Site::o, a.datty.data(), a.dproj.data(), A.atty.data(), NH * hs, C);
+  zero(a.dqkv);
+  const auto qkv = qkv_view<const float>(A.qkv.data(), block_.fused_qkv, N, NH, NKV, hs);
+  const auto dqkv = qkv_view(a.dqkv.data(), block_.fused_qkv, N, NH, NKV, hs);
+  ops::AttentionShape s{B, Tt, NH, NKV, hs, Pp};
+  s.q_ld = qkv.q_ld;
+  s.kv_ld = qkv.kv_ld;
+  if (Pp > 0) {
+    zero(a.dpk);
+    zero(a.dpv);
+  }
+  // dv, d(att), dq, dk (and the prefix's dpk, dpv): twice the forward's products.
+  flops_ += 2.0 * attention_flops(B, NH, Tt, Pp + Tt, hs);
+  ops::attention_backward(dqkv.q, dqkv.k, dqkv.v, Pp ? a.dpk.data() : nullptr, Pp ? a.dpv.data() : nullptr,
+                          a.dscratch.data(), a.datty.data(), A.att.data(), qkv.q, qkv.k, qkv.v,
+                          Pp ? A.pk.data() : nullptr, Pp ? A.pv.data() : nullptr, s);
+  if (Pp > 0) hooks->prefix_backward(layer, a.dpk.data(), a.dpv.data(), NKV, hs);
+  zero(a.dln);
+  if (block_.positions == PositionKind::rope) {
+    ops::rope_backward(dqkv.q, dqkv.q, B, Tt, NH, hs, dqkv.q_ld, cfg_.rope_theta, Pp);
+    ops::rope_backward(dqkv.k, dqkv.k, B, Tt, NKV, hs, dqkv.kv_ld, cfg_.rope_theta, Pp);
+  }
+  if (block_.fused_qkv) {
+    linear(Site::qkv, a.dln.data(), a.dqkv.data(), A.ln1.data(), C, cfg_.qkv_dim());
+  } else {
+    linear(Site::q, a.dln.data(), dqkv.q, A.ln1.data(), C, NH * hs);
+    linear(Site::k, a.dln.data(), dqkv.k, A.ln1.data(), C, NKV * hs);
+    linear(Site::v, a.dln.data(), dqkv.v, A.ln1.data(), C, NKV * hs);
+  }
+  norm_backward(a.dres.data(), P.ln1_w, P.ln1_b, a.dln.data(), x, A.ln1_mean.data(), A.ln1_rstd.data(), N);
+}
+
+// ---- forward ---------------------------------------------------------------------------
 
 void Model::forward(const int32_t* tokens, int64_t B, int64_t T, Hooks* hooks, bool training) {
   const int64_t Pv = hooks ? hooks->num_virtual_tokens() : 0;
@@ -575,24 +918,15 @@ void Model::forward(const int32_t* tokens, int64_t B, int64_t T, Hooks* hooks, b
   trained_forward_ = training;
   a.tokens.assign(tokens, tokens + B * T);
 
-  const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
-  const int64_t hs = cfg_.head_dim, N = B * Tt;
-  const bool gpt2 = cfg_.family == Family::gpt2;
+  const int64_t C = cfg_.hidden, F = cfg_.intermediate, NKV = cfg_.n_kv_head, hs = cfg_.head_dim, N = B * Tt;
 
-  // Embeddings: virtual rows first (from the hook), then token rows; GPT-2 adds learned
-  // positions to both, counting from the prefix length (as Hugging Face does with a past).
+  // Embeddings: virtual rows first (from the hook), then token rows; learned positions are
+  // added to both, counting from the prefix length (as Hugging Face does with a past).
   if (Pv > 0) {
     fit(a.vt, Pv * C);
     hooks->virtual_tokens_forward(a.vt.data(), C);
   }
-  for (int64_t b = 0; b < B; ++b) {
-    float* row = a.encoded.data() + b * Tt * C;
-    for (int64_t p = 0; p < Pv; ++p)
-      for (int64_t c = 0; c < C; ++c)
-        row[p * C + c] = a.vt[p * C + c] + (gpt2 ? wpe_->data[(Pp + p) * C + c] : 0.0f);
-    ops::embedding_forward(row + Pv * C, tokens + b * T, wte_->data, gpt2 ? wpe_->data : nullptr,
-                           1, T, C, Pp + Pv);
-  }
+  embed(a.encoded.data(), tokens, B, T, Pv, a.vt.data(), Pp);
   if (hooks && hooks->observes(0)) hooks->observe(0, a.encoded.data(), B, Tt, C);
 
   const float* x = a.encoded.data();
@@ -600,65 +934,28 @@ void Model::forward(const int32_t* tokens, int64_t B, int64_t T, Hooks* hooks, b
     const auto& P = layers_[l];
     auto& A = a.layers[l];
     const int li = static_cast<int>(l);
-    norm_forward(A.ln1.data(), A.ln1_mean.data(), A.ln1_rstd.data(), x, P.ln1_w, P.ln1_b, N);
-    ops::AttentionShape s{B, Tt, NH, NKV, hs, Pp};
-    float *q, *k, *v;
-    if (gpt2) {
-      linear_forward(li, Site::qkv, A.qkv.data(), A.ln1.data(), P.qkv_w, P.qkv_b, N, C, 3 * C, hooks, training);
-      q = A.qkv.data();
-      k = q + C;
-      v = q + 2 * C;
-      s.q_ld = s.kv_ld = 3 * C;
-    } else {
-      q = A.qkv.data();
-      k = q + N * NH * hs;
-      v = k + N * NKV * hs;
-      linear_forward(li, Site::q, q, A.ln1.data(), P.q_w, P.q_b, N, C, NH * hs, hooks, training);
-      linear_forward(li, Site::k, k, A.ln1.data(), P.k_w, P.k_b, N, C, NKV * hs, hooks, training);
-      linear_forward(li, Site::v, v, A.ln1.data(), P.v_w, P.v_b, N, C, NKV * hs, hooks, training);
-      ops::rope_forward(q, q, B, Tt, NH, hs, NH * hs, cfg_.rope_theta, Pp);
-      ops::rope_forward(k, k, B, Tt, NKV, hs, NKV * hs, cfg_.rope_theta, Pp);
-      s.q_ld = NH * hs;
-      s.kv_ld = NKV * hs;
-    }
-    if (Pp > 0) hooks->prefix_forward(li, A.pk.data(), A.pv.data(), NKV, hs);
-    flops_ += attention_flops(B, NH, Tt, Pp + Tt, hs);
-    ops::attention_forward(A.atty.data(), A.att.data(), q, k, v, Pp ? A.pk.data() : nullptr,
-                           Pp ? A.pv.data() : nullptr, s);
-    linear_forward(li, Site::o, A.attproj.data(), A.atty.data(), P.o_w, P.o_b, N, NH * hs, C, hooks, training);
-    if (hooks && hooks->has_after(li, Sublayer::attention))
-      hooks->after_forward(li, Sublayer::attention, A.attproj.data(), N, C, training);
-    ops::residual_forward(A.res1.data(), x, A.attproj.data(), N * C);
     // Save the MLP's matmul inputs only when backward reads them (see Acts).
-    auto wanted = [&](std::initializer_list<const Param*> ws, std::initializer_list<Site> sites) {
+    auto wanted = [&](std::initializer_list<Site> sites) {
       if (!training) return false;
-      for (const Param* w : ws)
-        if (w && w->trainable) return true;
       for (Site st : sites)
-        if (hooks && hooks->has_delta(li, st)) return true;
+        if ((P.weight(st) && P.weight(st)->trainable) || (hooks && hooks->has_delta(li, st))) return true;
       return false;
     };
-    const bool keep_ln2 = wanted({P.fc_w, P.gate_w, P.up_w}, {Site::up, Site::gate});
-    const bool keep_in = wanted({P.proj_w, P.down_w}, {Site::down});
-    std::vector<float>& mlp_in = gpt2 ? A.fc2 : A.fc3;
+    const bool keep_ln2 = wanted({Site::up, Site::gate});
+    const bool keep_in = wanted({Site::down});
     fit(A.ln2, keep_ln2 ? N * C : 0);
-    fit(mlp_in, keep_in ? N * F : 0);
-    float* ln2 = keep_ln2 ? A.ln2.data() : a.ln2_shared.data();
-    float* mlpin = keep_in ? mlp_in.data() : a.mlpin_shared.data();
-    norm_forward(ln2, A.ln2_mean.data(), A.ln2_rstd.data(), A.res1.data(), P.ln2_w, P.ln2_b, N);
-    if (gpt2) {
-      linear_forward(li, Site::up, A.fc1.data(), ln2, P.fc_w, P.fc_b, N, C, F, hooks, training);
-      ops::gelu_forward(mlpin, A.fc1.data(), N * F);
-      linear_forward(li, Site::down, A.mlpproj.data(), mlpin, P.proj_w, P.proj_b, N, F, C, hooks, training);
-    } else {
-      linear_forward(li, Site::gate, A.fc1.data(), ln2, P.gate_w, nullptr, N, C, F, hooks, training);
-      linear_forward(li, Site::up, A.fc2.data(), ln2, P.up_w, nullptr, N, C, F, hooks, training);
-      ops::swiglu_forward(mlpin, A.fc1.data(), A.fc2.data(), N * F);
-      linear_forward(li, Site::down, A.mlpproj.data(), mlpin, P.down_w, nullptr, N, F, C, hooks, training);
-    }
-    if (hooks && hooks->has_after(li, Sublayer::mlp))
-      hooks->after_forward(li, Sublayer::mlp, A.mlpproj.data(), N, C, training);
-    ops::residual_forward(A.res2.data(), A.res1.data(), A.mlpproj.data(), N * C);
+    fit(A.mlpin, keep_in ? N * F : 0);
+    if (Pp > 0) hooks->prefix_forward(li, A.pk.data(), A.pv.data(), NKV, hs);
+    const BlockBufs bufs{A.ln1.data(), A.ln1_mean.data(), A.ln1_rstd.data(), A.qkv.data(),
+                         A.att.data(), A.atty.data(), A.attproj.data(), A.res1.data(),
+                         keep_ln2 ? A.ln2.data() : a.ln2_shared.data(), A.ln2_mean.data(), A.ln2_rstd.data(),
+                         A.fc1.data(), A.fc2.data(), keep_in ? A.mlpin.data() : a.mlpin_shared.data(),
+                         A.mlpproj.data()};
+    KVSink kv;
+    kv.pk = A.pk.data();
+    kv.pv = A.pv.data();
+    kv.P = Pp;
+    block_forward(li, A.res2.data(), x, bufs, kv, B, Tt, hooks, training);
     x = A.res2.data();
     if (hooks && l + 1 < cfg_.n_layer && hooks->observes(li + 1)) hooks->observe(li + 1, x, B, Tt, C);
   }
@@ -772,11 +1069,8 @@ int Model::lowest_backward_layer(Hooks* hooks) const {
   int lowest = hooks ? hooks->lowest_trainable_layer(L) : L;
   if (wte_->trainable || (wpe_ && wpe_->trainable)) return -1;
   for (int l = 0; l < L && l < lowest; ++l) {
-    const auto& P = layers_[l];
-    for (const Param* p : {P.ln1_w, P.ln1_b, P.ln2_w, P.ln2_b, P.qkv_w, P.qkv_b, P.q_w, P.k_w, P.v_w,
-                           P.q_b, P.k_b, P.v_b, P.o_w, P.o_b, P.fc_w, P.fc_b, P.proj_w, P.proj_b,
-                           P.gate_w, P.up_w, P.down_w})
-      if (p && p->trainable) return std::min(lowest, l);
+    for (const Param* p : layer_params(l))
+      if (p->trainable) return std::min(lowest, l);
   }
   return lowest;
 }
@@ -788,11 +1082,11 @@ void Model::backward(const float* dfinal, Hooks* hooks) {
   Acts& a = *acts_;
   const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
   const int64_t hs = cfg_.head_dim, B = B_, Tt = Tt_, Pp = Pp_, N = B * Tt;
-  const bool gpt2 = cfg_.family == Family::gpt2;
   if (!a.backward_ready) {
     fit(a.dres, N * C); fit(a.dln, N * C); fit(a.dqkv, N * cfg_.qkv_dim());
-    fit(a.datty, N * NH * hs); fit(a.dproj, N * C); fit(a.dfc1, N * F); fit(a.dfc2, N * F);
-    fit(a.dfc3, gpt2 ? 0 : N * F); fit(a.dscratch, B * NH * Tt * (Pp + Tt));
+    fit(a.datty, N * NH * hs); fit(a.dproj, N * C); fit(a.dfc1, N * F);
+    fit(a.dfc2, block_.mlp == MlpKind::swiglu ? N * F : 0); fit(a.dmlpin, N * F);
+    fit(a.dscratch, B * NH * Tt * (Pp + Tt));
     fit(a.dpk, NKV * Pp * hs); fit(a.dpv, NKV * Pp * hs);
     a.backward_ready = true;
   }
@@ -801,85 +1095,19 @@ void Model::backward(const float* dfinal, Hooks* hooks) {
   zero(a.dres);
   norm_backward(a.dres.data(), lnf_w_, lnf_b_, dfinal, x_last, a.lnf_mean.data(), a.lnf_rstd.data(), N);
 
-  for (int64_t l = cfg_.n_layer - 1; l >= std::max(stop, 0); --l) {
-    const auto& P = layers_[l];
-    auto& A = a.layers[l];
-    const int li = static_cast<int>(l);
-    const float* x_in = l == 0 ? a.encoded.data() : a.layers[l - 1].res2.data();
-
-    // MLP sublayer: res2 = res1 + mlp(ln2(res1)).
-    std::copy(a.dres.begin(), a.dres.end(), a.dproj.begin());
-    if (hooks && hooks->has_after(li, Sublayer::mlp)) hooks->after_backward(li, Sublayer::mlp, a.dproj.data(), N, C);
-    zero(a.dln);
-    if (gpt2) {
-      zero(a.dfc2);
-      linear_backward(li, Site::down, a.dfc2.data(), a.dproj.data(), saved(A.fc2), P.proj_w, P.proj_b, N, F, C, hooks);
-      zero(a.dfc1);
-      ops::gelu_backward(a.dfc1.data(), a.dfc2.data(), A.fc1.data(), N * F);
-      linear_backward(li, Site::up, a.dln.data(), a.dfc1.data(), saved(A.ln2), P.fc_w, P.fc_b, N, C, F, hooks);
-    } else {
-      zero(a.dfc3);
-      linear_backward(li, Site::down, a.dfc3.data(), a.dproj.data(), saved(A.fc3), P.down_w, nullptr, N, F, C, hooks);
-      zero(a.dfc1);
-      zero(a.dfc2);
-      ops::swiglu_backward(a.dfc1.data(), a.dfc2.data(), a.dfc3.data(), A.fc1.data(), A.fc2.data(), N * F);
-      linear_backward(li, Site::gate, a.dln.data(), a.dfc1.data(), saved(A.ln2), P.gate_w, nullptr, N, C, F, hooks);
-      linear_backward(li, Site::up, a.dln.data(), a.dfc2.data(), saved(A.ln2), P.up_w, nullptr, N, C, F, hooks);
-    }
-    norm_backward(a.dres.data(), P.ln2_w, P.ln2_b, a.dln.data(), A.res1.data(), A.ln2_mean.data(), A.ln2_rstd.data(), N);
-
-    // Attention sublayer: res1 = x + o(attn(qkv(ln1(x)))).
-    std::copy(a.dres.begin(), a.dres.end(), a.dproj.begin());
-    if (hooks && hooks->has_after(li, Sublayer::attention))
-      hooks->after_backward(li, Sublayer::attention, a.dproj.data(), N, C);
-    zero(a.datty);
-    linear_backward(li, Site::o, a.datty.data(), a.dproj.data(), A.atty.data(), P.o_w, P.o_b, N, NH * hs, C, hooks);
-    zero(a.dqkv);
-    ops::AttentionShape s{B, Tt, NH, NKV, hs, Pp};
-    const float *q, *k, *v;
-    float *dq, *dk, *dv;
-    if (gpt2) {
-      q = A.qkv.data(); k = q + C; v = q + 2 * C;
-      dq = a.dqkv.data(); dk = dq + C; dv = dq + 2 * C;
-      s.q_ld = s.kv_ld = 3 * C;
-    } else {
-      q = A.qkv.data(); k = q + N * NH * hs; v = k + N * NKV * hs;
-      dq = a.dqkv.data(); dk = dq + N * NH * hs; dv = dk + N * NKV * hs;
-      s.q_ld = NH * hs;
-      s.kv_ld = NKV * hs;
-    }
-    if (Pp > 0) {
-      zero(a.dpk);
-      zero(a.dpv);
-    }
-    // dv, d(att), dq, dk (and the prefix's dpk, dpv): twice the forward's products.
-    flops_ += 2.0 * attention_flops(B, NH, Tt, Pp + Tt, hs);
-    ops::attention_backward(dq, dk, dv, Pp ? a.dpk.data() : nullptr, Pp ? a.dpv.data() : nullptr,
-                            a.dscratch.data(), a.datty.data(), A.att.data(), q, k, v,
-                            Pp ? A.pk.data() : nullptr, Pp ? A.pv.data() : nullptr, s);
-    if (Pp > 0) hooks->prefix_backward(li, a.dpk.data(), a.dpv.data(), NKV, hs);
-    zero(a.dln);
-    if (gpt2) {
-      linear_backward(li, Site::qkv, a.dln.data(), a.dqkv.data(), A.ln1.data(), P.qkv_w, P.qkv_b, N, C, 3 * C, hooks);
-    } else {
-      ops::rope_backward(dq, dq, B, Tt, NH, hs, NH * hs, cfg_.rope_theta, Pp);
-      ops::rope_backward(dk, dk, B, Tt, NKV, hs, NKV * hs, cfg_.rope_theta, Pp);
-      linear_backward(li, Site::q, a.dln.data(), dq, A.ln1.data(), P.q_w, P.q_b, N, C, NH * hs, hooks);
-      linear_backward(li, Site::k, a.dln.data(), dk, A.ln1.data(), P.k_w, P.k_b, N, C, NKV * hs, hooks);
-      linear_backward(li, Site::v, a.dln.data(), dv, A.ln1.data(), P.v_w, P.v_b, N, C, NKV * hs, hooks);
-    }
-    norm_backward(a.dres.data(), P.ln1_w, P.ln1_b, a.dln.data(), x_in, A.ln1_mean.data(), A.ln1_rstd.data(), N);
-  }
+  for (int64_t l = cfg_.n_layer - 1; l >= std::max(stop, 0); --l)
+    block_backward(static_cast<int>(l), l == 0 ? a.encoded.data() : a.layers[l - 1].res2.data(), hooks);
 
   if (stop >= 0) return;
   // Embeddings: token and position tables, and the virtual-token rows for the hook.
+  Param* wpe = block_.positions == PositionKind::learned && wpe_->grad ? wpe_ : nullptr;
   for (int64_t b = 0; b < B; ++b) {
     const float* drow = a.dres.data() + b * Tt * C;
-    ops::embedding_backward(wte_->grad, gpt2 && wpe_->grad ? wpe_->grad : nullptr, drow + Pv_ * C,
+    ops::embedding_backward(wte_->grad, wpe ? wpe->grad : nullptr, drow + Pv_ * C,
                             a.tokens.data() + b * T_, 1, T_, C, Pp + Pv_);
-    if (gpt2 && wpe_->grad)
+    if (wpe)
       for (int64_t p = 0; p < Pv_; ++p)
-        for (int64_t c = 0; c < C; ++c) wpe_->grad[(Pp + p) * C + c] += drow[p * C + c];
+        for (int64_t c = 0; c < C; ++c) wpe->grad[(Pp + p) * C + c] += drow[p * C + c];
   }
   wte_->grad_fresh = false;
   if (wpe_) wpe_->grad_fresh = false;
@@ -909,7 +1137,6 @@ void Model::forward_cached(const int32_t* tokens, int64_t B, int64_t T, KVCache&
   TB_CHECK(cache.B == B && cache.L == cfg_.n_layer, "KV cache made for another batch or model");
   const int64_t C = cfg_.hidden, F = cfg_.intermediate, NH = cfg_.n_head, NKV = cfg_.n_kv_head;
   const int64_t hs = cfg_.head_dim, S = cache.S, V = cfg_.vocab_size;
-  const bool gpt2 = cfg_.family == Family::gpt2;
   for (int64_t i = 0; i < B * T; ++i)
     if (tokens[i] < 0 || tokens[i] >= V)
       throw InputError("forward_cached: token id " + std::to_string(tokens[i]) + " outside the vocabulary");
@@ -934,74 +1161,39 @@ void Model::forward_cached(const int32_t* tokens, int64_t B, int64_t T, KVCache&
   if (pos0 + Tt > S)
     throw InputError("KV cache full: " + std::to_string(pos0 + Tt) + " positions exceed its capacity of " +
                      std::to_string(S));
+  // One set of block buffers every layer reuses: decoding keeps nothing but the cache.
   thread_local std::vector<float> x, ln, qkv, att, atty, proj, res, f1, f2, f3, vt;
   fit(x, N * C); fit(ln, N * C); fit(qkv, N * cfg_.qkv_dim()); fit(att, B * NH * Tt * (pos0 + Tt));
-  fit(atty, N * NH * hs); fit(proj, N * C); fit(res, N * C); fit(f1, N * F); fit(f2, N * F);
-  fit(f3, gpt2 ? 0 : N * F);
+  fit(atty, N * NH * hs); fit(proj, N * C); fit(res, N * C); fit(f1, N * F);
+  fit(f2, block_.mlp == MlpKind::swiglu ? N * F : 0); fit(f3, N * F);
   if (Pv > 0) {
     fit(vt, Pv * C);
     hooks->virtual_tokens_forward(vt.data(), C);
   }
-  for (int64_t b = 0; b < B; ++b) {
-    float* row = x.data() + b * Tt * C;
-    for (int64_t p = 0; p < Pv; ++p)
-      for (int64_t c = 0; c < C; ++c) row[p * C + c] = vt[p * C + c] + (gpt2 ? wpe_->data[(pos0 + p) * C + c] : 0.0f);
-    ops::embedding_forward(row + Pv * C, tokens + b * T, wte_->data, gpt2 ? wpe_->data : nullptr, 1, T, C, pos0 + Pv);
-  }
+  embed(x.data(), tokens, B, T, Pv, vt.data(), pos0);
+  if (hooks && hooks->observes(0)) hooks->observe(0, x.data(), B, Tt, C);
   std::vector<float> stat(N), stat2(N);
+  const BlockBufs bufs{ln.data(), stat.data(), stat2.data(), qkv.data(), att.data(), atty.data(),
+                       proj.data(), res.data(), ln.data(), stat.data(), stat2.data(), f1.data(),
+                       f2.data(), f3.data(), proj.data()};
   for (int64_t l = 0; l < cfg_.n_layer; ++l) {
-    const auto& P = layers_[l];
     const int li = static_cast<int>(l);
-    norm_forward(ln.data(), stat.data(), stat2.data(), x.data(), P.ln1_w, P.ln1_b, N);
-    ops::AttentionShape s{B, Tt, NH, NKV, hs, pos0};
-    s.extra_bstride = NKV * S * hs;
-    s.extra_hstride = S * hs;
-    float *q, *k, *v;
-    if (gpt2) {
-      linear_forward(li, Site::qkv, qkv.data(), ln.data(), P.qkv_w, P.qkv_b, N, C, 3 * C, hooks, false);
-      q = qkv.data(); k = q + C; v = q + 2 * C;
-      s.q_ld = s.kv_ld = 3 * C;
-    } else {
-      q = qkv.data(); k = q + N * NH * hs; v = k + N * NKV * hs;
-      linear_forward(li, Site::q, q, ln.data(), P.q_w, P.q_b, N, C, NH * hs, hooks, false);
-      linear_forward(li, Site::k, k, ln.data(), P.k_w, P.k_b, N, C, NKV * hs, hooks, false);
-      linear_forward(li, Site::v, v, ln.data(), P.v_w, P.v_b, N, C, NKV * hs, hooks, false);
-      ops::rope_forward(q, q, B, Tt, NH, hs, NH * hs, cfg_.rope_theta, pos0);
-      ops::rope_forward(k, k, B, Tt, NKV, hs, NKV * hs, cfg_.rope_theta, pos0);
-      s.q_ld = NH * hs;
-      s.kv_ld = NKV * hs;
-    }
-    flops_ += attention_flops(B, NH, Tt, pos0 + Tt, hs);
-    ops::attention_forward(atty.data(), att.data(), q, k, v, pos0 ? cache.k_at(l) : nullptr,
-                           pos0 ? cache.v_at(l) : nullptr, s);
-    // Append this step's keys and values: cache (B, NKV, S, hs) at positions pos0.. .
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < Tt; ++t)
-        for (int64_t h = 0; h < NKV; ++h) {
-          const int64_t src = (b * Tt + t) * s.kv_ld + h * hs;
-          const int64_t dst = ((b * NKV + h) * S + pos0 + t) * hs;
-          std::copy_n(k + src, hs, cache.k_at(l) + dst);
-          std::copy_n(v + src, hs, cache.v_at(l) + dst);
-        }
-    linear_forward(li, Site::o, proj.data(), atty.data(), P.o_w, P.o_b, N, NH * hs, C, hooks, false);
-    if (hooks && hooks->has_after(li, Sublayer::attention)) hooks->after_forward(li, Sublayer::attention, proj.data(), N, C, false);
-    ops::residual_forward(res.data(), x.data(), proj.data(), N * C);
-    norm_forward(ln.data(), stat.data(), stat2.data(), res.data(), P.ln2_w, P.ln2_b, N);
-    if (gpt2) {
-      linear_forward(li, Site::up, f1.data(), ln.data(), P.fc_w, P.fc_b, N, C, F, hooks, false);
-      ops::gelu_forward(f2.data(), f1.data(), N * F);
-      linear_forward(li, Site::down, proj.data(), f2.data(), P.proj_w, P.proj_b, N, F, C, hooks, false);
-    } else {
-      linear_forward(li, Site::gate, f1.data(), ln.data(), P.gate_w, nullptr, N, C, F, hooks, false);
-      linear_forward(li, Site::up, f2.data(), ln.data(), P.up_w, nullptr, N, C, F, hooks, false);
-      ops::swiglu_forward(f3.data(), f1.data(), f2.data(), N * F);
-      linear_forward(li, Site::down, proj.data(), f3.data(), P.down_w, nullptr, N, F, C, hooks, false);
-    }
-    if (hooks && hooks->has_after(li, Sublayer::mlp)) hooks->after_forward(li, Sublayer::mlp, proj.data(), N, C, false);
-    ops::residual_forward(x.data(), res.data(), proj.data(), N * C);
+    KVSink kv;
+    kv.pk = cache.k_at(l);
+    kv.pv = cache.v_at(l);
+    kv.P = pos0;
+    kv.bstride = NKV * S * hs;
+    kv.hstride = S * hs;
+    kv.cache_k = cache.k_at(l);
+    kv.cache_v = cache.v_at(l);
+    kv.S = S;
+    block_forward(li, x.data(), x.data(), bufs, kv, B, Tt, hooks, false);
+    if (hooks && l + 1 < cfg_.n_layer && hooks->observes(li + 1)) hooks->observe(li + 1, x.data(), B, Tt, C);
   }
   cache.len = pos0 + Tt;
   norm_forward(ln.data(), stat.data(), stat2.data(), x.data(), lnf_w_, lnf_b_, N);
+  const int Lh = static_cast<int>(cfg_.n_layer);
+  if (hooks && hooks->observes(Lh)) hooks->observe(Lh, ln.data(), B, Tt, C);
   if (last_only) {
     std::vector<float> last(B * C);
     for (int64_t b = 0; b < B; ++b) std::copy_n(ln.data() + (b * Tt + Tt - 1) * C, C, last.data() + b * C);

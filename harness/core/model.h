@@ -1,7 +1,11 @@
-// The transformer: GPT-2 and Llama families in one model (RoPE, RMSNorm, SwiGLU, GQA and
-// optional QKV bias on the Llama side; learned positions, LayerNorm, GELU-tanh and fused
-// QKV on the GPT-2 side). Parameters carry their Hugging Face names, so checkpoints map
-// one to one (GPT-2's Conv1D weights are stored transposed to (out, in) at load).
+// The transformer: GPT-2 and Llama families in one model. The block is written once
+// (Model::block_forward, block_backward) and used by the training forward, scoring and
+// cached decoding alike; what the families do differently inside it (LayerNorm or RMSNorm,
+// GELU-tanh or SwiGLU, fused or separate q/k/v, learned positions or RoPE, biases) is a
+// BlockConfig derived from the ModelConfig, and GQA follows from n_kv_head. Parameters
+// carry their Hugging Face names, so checkpoints map one to one (GPT-2's Conv1D weights are
+// stored transposed to (out, in) at load); methods find them through the site table below,
+// never by name.
 //
 // One training forward saves every activation backward reads (llm.c style, one block per
 // run); backward starts from the gradient of the final-norm output, so LM heads,
@@ -14,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "harness/core/hooks.h"
@@ -49,6 +54,23 @@ struct ModelConfig {
   int64_t qkv_dim() const { return (n_head + 2 * n_kv_head) * head_dim; }
 };
 
+// How a family's transformer block computes. Everything the families do differently inside
+// the model is a field here, derived from the config by BlockConfig::from; the block itself
+// (Model::block_forward, block_backward) is written once and reads these fields. The
+// checkpoint's tensor names are the other family-specific part (the site table below).
+enum class NormKind { layernorm, rmsnorm };  // LayerNorm with weight and bias | RMSNorm, weight only
+enum class MlpKind { gelu, swiglu };         // down(GELU-tanh(up·x)) | down(SiLU(gate·x) ⊙ up·x)
+enum class PositionKind { learned, rope };   // a table added to the embeddings | rotary q and k
+struct BlockConfig {
+  NormKind norm = NormKind::rmsnorm;
+  MlpKind mlp = MlpKind::swiglu;
+  PositionKind positions = PositionKind::rope;
+  bool fused_qkv = false;   // one linear computes q, k and v (rows q | k | v); else three
+  bool linear_bias = false; // every linear has a bias
+  bool qkv_bias = false;    // the q, k and v linears have biases (implied by linear_bias)
+  static BlockConfig from(const ModelConfig& cfg);
+};
+
 // Parameter-count arithmetic, used by the trainable-parameter tests and the records.
 int64_t count_params(const ModelConfig& cfg);
 
@@ -64,6 +86,51 @@ const char* precision_name(Precision p);
 // Sequence pooling for embeddings (features, retrieval, reward heads).
 enum class Pool { mean, last };
 
+// ---- the site table --------------------------------------------------------------------
+// Where each linear site (hooks.h) of a family lives, so that methods address the model by
+// site and layer and never by a checkpoint tensor name. The checkpoint's names are spelled
+// only here (model.cpp) and in model_io.
+
+// A site's place in the linear that computes it. The model calls the delta hook at
+// `hook_site` with OC = total_rows; the site's own outputs are rows [row_offset,
+// row_offset + rows) of that linear's (total_rows, in_features) weight. GPT-2 fuses q, k and
+// v into one linear (hook site qkv, 3C rows: q [0,C), k [C,2C), v [2C,3C)); everywhere else
+// a site is a whole linear of its own.
+struct SiteSlice {
+  Site hook_site = Site::q;
+  int64_t row_offset = 0;
+  int64_t rows = 0;
+  int64_t total_rows = 0;
+  int64_t in_features = 0;
+};
+
+// Whether `cfg`'s family has the site, as a linear or as a slice of one: GPT-2 has qkv, q,
+// k, v, o, up, down; Llama has q, k, v, o, gate, up, down.
+bool has_site(const ModelConfig& cfg, Site s);
+// The slice of a site the family has; throws tb::InputError for one it lacks.
+SiteSlice site_slice(const ModelConfig& cfg, Site s);
+// The sites a user-facing name selects: a site name (q, k, v, o, gate, up, down) selects
+// itself; "qkv", or the family's checkpoint name of its fused linear (GPT-2's c_attn),
+// selects q, k and v. Throws tb::InputError, prefixed with `what`, on an unknown name or a
+// site the family lacks.
+std::vector<Site> sites_from_name(const ModelConfig& cfg, const std::string& name,
+                                  const std::string& what);
+// The checkpoint prefix of layer `layer`'s tensors, ending in '.'; methods name the tensors
+// they add to a layer under it (an adapter's own weights saved beside the base's names).
+std::string layer_prefix(const ModelConfig& cfg, int layer);
+// The checkpoint name, without ".weight", of the linear that computes site `s` of layer
+// `layer` (for GPT-2's q, k and v: the fused linear). Adapters of a site name their own
+// tensors after it.
+std::string site_module(const ModelConfig& cfg, int layer, Site s);
+
+// One layer's site in a model: the weight (total_rows, in_features) and bias (or null) of
+// the linear that computes it, and the site's slice of them.
+struct SiteRef {
+  Param* weight = nullptr;
+  Param* bias = nullptr;
+  SiteSlice slice;
+};
+
 struct KVCache;
 
 class Model {
@@ -74,6 +141,7 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   const ModelConfig& config() const { return cfg_; }
+  const BlockConfig& block_config() const { return block_; }
   ParamStore& params() { return params_; }
   const ParamStore& params() const { return params_; }
 
@@ -82,6 +150,17 @@ class Model {
   // machine's oneDNN cannot run bf16 matmuls.
   void set_precision(Precision p);
   Precision precision() const { return precision_; }
+
+  // The site table (see SiteSlice): the parameters of one layer's site, the layer a base
+  // parameter belongs to (-1 for the embeddings, the final norm and the LM head), every
+  // parameter of one layer, and the tensors outside the layers.
+  SiteRef site(int layer, Site s) const;
+  int layer_of(const Param& p) const;
+  std::vector<Param*> layer_params(int layer) const;
+  Param& token_embedding() const { return *wte_; }          // (V,C)
+  Param* position_embedding() const { return wpe_; }        // (maxT,C), null with RoPE
+  Param& lm_head() const { return *lm_head_; }              // (V,C), the token embedding when tied
+  std::vector<Param*> final_norm_params() const;            // weight, then bias if the norm has one
 
   // GPT-2-style init: N(0, std) matrices, residual projections scaled by 1/sqrt(2L), zero
   // biases, unit norms. Deterministic in `seed`.
@@ -159,6 +238,8 @@ class Model {
  private:
   struct LayerParams;
   struct Acts;
+  struct BlockBufs;
+  struct KVSink;
   void declare_params();
   void bind_params();
   void ensure_acts(int64_t B, int64_t Tt, int64_t Pp);
@@ -173,10 +254,24 @@ class Model {
                        const Param* w, const Param* b, int64_t N, int64_t IC, int64_t OC,
                        Hooks* hooks) const;
 
+  // Writes the input rows (B, Pv+T, C): the Pv virtual rows then the token embeddings, plus
+  // learned positions counted from `pos0` when the family has them.
+  void embed(float* out, const int32_t* tokens, int64_t B, int64_t T, int64_t Pv, const float* vt,
+             int64_t pos0) const;
+  // One transformer block on N = B*Tt rows: out = x + attn(norm1(x)), then + mlp(norm2(·)),
+  // with every hook of `layer` (delta, after-sublayer). out may equal x. Attention reads
+  // kv's P earlier positions and appends this call's keys and values to kv's cache.
+  void block_forward(int layer, float* out, const float* x, const BlockBufs& A, const KVSink& kv,
+                     int64_t B, int64_t Tt, Hooks* hooks, bool training) const;
+  // Backward of a training block_forward: replaces acts_->dres (the gradient of the block's
+  // output) by the gradient of its input x, accumulating weight and hook gradients.
+  void block_backward(int layer, const float* x, Hooks* hooks);
+
   void lm_head_forward(float* out, const float* x, int64_t N) const;
   void lm_head_backward(float* dx, const float* dlogits, const float* x, int64_t N) const;
 
   ModelConfig cfg_;
+  BlockConfig block_;
   ParamStore params_;
   Precision precision_ = Precision::f32;
   std::vector<LayerParams> layers_;
@@ -185,6 +280,7 @@ class Model {
   Param* lnf_w_ = nullptr;
   Param* lnf_b_ = nullptr;
   Param* lm_head_ = nullptr;  // == wte_ when tied
+  std::unordered_map<const Param*, int> layer_of_;
 
   std::unique_ptr<Acts> acts_;
   int64_t B_ = 0, T_ = 0, Tt_ = 0, Pv_ = 0, Pp_ = 0;

@@ -84,5 +84,12 @@ expect_rejected "a file in harness/ outside a layer folder" "harness/stray.cpp: 
 copy_tree; add_include methods/lora.h harness/runner/no_such.h
 expect_rejected "an include of a missing header" "no such file"
 
+# (assembled for the same reason: this script must not itself read as a spelled name)
+copy_tree; printf 'const char* kName = "model.%s.0.%s.q_proj.weight";\n' "layers" "self_attn" >> "$tmp/tree/methods/lora.cpp"
+expect_rejected "a checkpoint tensor name in methods/" "methods/ spells checkpoint tensor names"
+
+copy_tree; printf '// the fused %s linear\n' "c_attn" >> "$tmp/tree/methods/head.cpp"
+expect_rejected "a checkpoint module name in a methods/ comment" "methods/head.cpp:"
+
 if [ "$failures" -ne 0 ]; then echo "$failures case(s) failed"; exit 1; fi
 echo "every forbidden edge was rejected"
