@@ -9,23 +9,12 @@
 
 namespace tb {
 
-namespace {
-
-std::vector<ParamGroup> default_groups(const std::vector<ParamStore*>& stores, float weight_decay) {
-  ParamGroup decay{{}, 1.0f, weight_decay}, no_decay{{}, 1.0f, 0.0f};
-  for (ParamStore* s : stores)
-    for (auto& p : s->params())
-      if (p.trainable) (p.decay ? decay : no_decay).params.push_back(&p);
-  std::vector<ParamGroup> groups;
-  if (!decay.params.empty()) groups.push_back(std::move(decay));
-  if (!no_decay.params.empty()) groups.push_back(std::move(no_decay));
-  return groups;
-}
-
-}  // namespace
-
 TrainLoop::TrainLoop(std::vector<ParamStore*> stores, const TrainLoopConfig& cfg, const Model* flops_of)
-    : TrainLoop(stores, default_groups(stores, cfg.adamw.weight_decay), cfg, flops_of) {}
+    : stores_(std::move(stores)),
+      cfg_(cfg),
+      flops_of_(flops_of),
+      opt_(AdamW::for_stores(stores_, cfg.adamw)),
+      delay_ms_(injected_step_delay_ms()) {}
 
 TrainLoop::TrainLoop(std::vector<ParamStore*> stores, std::vector<ParamGroup> groups, const TrainLoopConfig& cfg,
                      const Model* flops_of)

@@ -80,12 +80,21 @@ TEST(TrainLoop, ClippingBoundsTheUpdateNotTheReportedNorm) {
   tb::TrainLoopConfig cfg;
   cfg.adamw.lr = 0.5f;
   cfg.adamw.clip_norm = 0.5f;
-  Quadratic q(3, 100.0f);
+  Quadratic q(3, 100.0f), r(3, 100.0f);
   tb::TrainLoop loop({&q.store}, cfg);
   ASSERT_TRUE(loop.step([&] { return q.step(); }));
   // The norm before clipping is |target| (w starts at 0).
   const double expected = std::sqrt(100.0 * 100.0 * (1 + 4 + 9));
   EXPECT_NEAR(loop.last_grad_norm(), expected, 1e-3 * expected);
+  // Explicit groups: a group's lr_scale applies on top of the schedule (Adam's first step
+  // moves each value by lr × scale).
+  tb::TrainLoop grouped({&r.store}, {tb::ParamGroup{{&r.w()}, 0.5f, 0.0f}}, cfg);
+  ASSERT_TRUE(grouped.step([&] { return r.step(); }));
+  EXPECT_NEAR(grouped.last_grad_norm(), expected, 1e-3 * expected);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(q.w().data[i], 0.5f, 1e-5) << i;
+    EXPECT_NEAR(r.w().data[i], 0.25f, 1e-5) << i;
+  }
 }
 
 TEST(TrainLoop, NonFiniteLossStopsWithDivergedAndNoUpdate) {
