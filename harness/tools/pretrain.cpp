@@ -77,6 +77,7 @@ struct TrainState {
   int64_t step = 0;
   int64_t total_steps = 0;
   double train_seconds = 0.0;
+  double train_flops = 0.0;  // the model's own count of the steps' matmuls (Model::flop_count)
   std::vector<std::pair<int64_t, double>> curve;  // (step, mean loss since last point)
 };
 
@@ -85,6 +86,7 @@ nlohmann::json state_json(const TrainState& s, const PretrainOptions& o) {
   j["step"] = s.step;
   j["total_steps"] = s.total_steps;
   j["train_seconds"] = s.train_seconds;
+  j["train_flops"] = s.train_flops;
   j["seed"] = o.seed;
   j["curve"] = nlohmann::json::array();
   for (auto& [st, l] : s.curve) j["curve"].push_back({st, l});
@@ -298,6 +300,7 @@ void pretrain(const PretrainOptions& o) {
     st.step = j["step"];
     st.total_steps = j["total_steps"];
     st.train_seconds = j["train_seconds"];
+    st.train_flops = j.value("train_flops", 0.0);  // absent in checkpoints made before it was counted
     for (auto& p : j["curve"]) st.curve.emplace_back(p[0].get<int64_t>(), p[1].get<double>());
     say("pretrain: resuming at step " + std::to_string(st.step) + " of " + std::to_string(st.total_steps) + "\n");
   } else {
@@ -372,6 +375,7 @@ void pretrain(const PretrainOptions& o) {
       const double per_step = secs(t0, clock()) / probe;
       st.step = probe;
       st.train_seconds += per_step * probe;
+      st.train_flops += loop.total().flops;
       st.total_steps = std::max<int64_t>(probe + 1, static_cast<int64_t>(o.minutes * 60.0 / per_step));
       loop.set_total_steps(st.total_steps);
       st.curve.emplace_back(probe, sum / probe);
@@ -388,6 +392,7 @@ void pretrain(const PretrainOptions& o) {
     ++window_n;
     ++st.step;
     st.train_seconds += loop.units().back().seconds;
+    st.train_flops += loop.units().back().flops;
     if (st.step % log_every == 0 || st.step == st.total_steps) {
       st.curve.emplace_back(st.step, window / window_n);
       const double tok_s = double(st.step) * tps / std::max(1e-9, st.train_seconds);
@@ -465,7 +470,8 @@ void pretrain(const PretrainOptions& o) {
        << ", batches of " << B << " × " << T << " tokens drawn at seeded random offsets of the token stream.\n\n"
        << "| | |\n|---|---|\n| steps | " << st.step << " |\n| tokens seen | " << st.step * tps << " |\n"
        << "| training time | " << hms(st.train_seconds) << " (" << fmt("%.0f", st.step * tps / std::max(1e-9, st.train_seconds))
-       << " tokens/s) |\n| machine | " << runner::machine_info().summary() << " |\n\n"
+       << " tokens/s) |\n| training FLOPs (the model's count of its matmuls) | " << fmt("%.4g", st.train_flops) << " ("
+       << fmt("%.3g", st.train_flops / std::max(1e-9, st.train_seconds) / 1e9) << " GFLOP/s) |\n| machine | " << runner::machine_info().summary() << " |\n\n"
        << "## Corpus\n\n" << corpus_info["documents"].get<int64_t>() << " documents, " << corpus_info["bytes"].get<int64_t>()
        << " bytes, " << corpus_info["tokens"].get<int64_t>()
        << " tokens. Every dev/test item of the task suite and every `heldout-lm` unit was removed (exact match after "
