@@ -17,7 +17,7 @@
 #include "harness/base/hash.h"
 #include "harness/base/errors.h"
 #include "harness/base/files.h"
-#include "harness/core/optimizer.h"
+#include "harness/core/train_loop.h"
 #include "methods/trainer.h"
 
 namespace tb::methods {
@@ -76,7 +76,13 @@ class FeatureMethod final : public Method {
     const auto t0 = std::chrono::steady_clock::now();
     for (double lambda : grid) {
       std::vector<float> W, b;
-      fit(train, ytrain, lambda, iters, W, b);
+      std::string diverged;
+      fit(train, ytrain, lambda, iters, W, b, diverged);
+      if (!diverged.empty()) {
+        ctx.meter.status = "diverged";
+        ctx.meter.status_message = diverged;
+        return;
+      }
       const double acc = dev.n ? accuracy(dev, ydev, W, b) : accuracy(train, ytrain, W, b);
       tried.push_back({{"l2", lambda}, {dev.n ? "dev_accuracy" : "train_accuracy", acc}});
       if (acc > best) {
@@ -86,7 +92,7 @@ class FeatureMethod final : public Method {
         lambda_ = lambda;
       }
     }
-    ctx.meter.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ctx.meter.phase("train").seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ctx.meter.steps = iters * static_cast<int64_t>(grid.size());
     ctx.meter.details["l2_grid"] = tried;
     ctx.meter.details["l2"] = lambda_;
@@ -199,15 +205,18 @@ class FeatureMethod final : public Method {
   static void charge(RunContext& ctx, const std::string& split, const PassCost& cost) {
     auto& m = ctx.meter;
     if (split == "train") {
-      m.train_tokens += cost.tokens;
-      m.train_seconds += cost.seconds;
-      m.train_flops += cost.flops;
+      m.phase("train").tokens += cost.tokens;
+      m.phase("train").seconds += cost.seconds;
+      m.phase("train").flops += cost.flops;
     } else if (split == "test") {
-      m.eval_tokens += cost.tokens;
-      m.eval_seconds += cost.seconds;
-      m.eval_flops += cost.flops;
+      m.phase("test_eval").tokens += cost.tokens;
+      m.phase("test_eval").seconds += cost.seconds;
+      m.phase("test_eval").flops += cost.flops;
     } else {
       m.details["dev_eval"] = cost.to_json();
+      m.phase("dev_eval").tokens += cost.tokens;
+      m.phase("dev_eval").seconds += cost.seconds;
+      m.phase("dev_eval").flops += cost.flops;
     }
   }
 
@@ -235,17 +244,20 @@ class FeatureMethod final : public Method {
 
   // Full-batch multinomial logistic regression on standardised features:
   // minimise mean CE + lambda/2 ||W||² with Adam (deterministic; converges in a few hundred steps).
+  // A non-finite loss stops the fit and sets `status` to the training loop's message.
   void fit(const Features& f, const std::vector<int>& y, double lambda, int64_t iters, std::vector<float>& W,
-           std::vector<float>& b) {
+           std::vector<float>& b, std::string& status) {
     ParamStore s;
     s.declare("w", {K_, C_}, true);
     s.declare("b", {K_}, false);
     s.allocate();
     s.set_all_trainable(true);
     s.allocate_grads();
-    AdamWConfig cfg;
-    cfg.lr = 0.05f;
-    auto opt = AdamW::for_stores({&s}, cfg);
+    TrainLoopConfig cfg;
+    cfg.adamw.lr = 0.05f;
+    cfg.record_curve = false;
+    cfg.what = "feature classifier";
+    TrainLoop loop({&s}, cfg);
     std::vector<float> xs(f.x.size());
     for (int64_t i = 0; i < f.n; ++i)
       for (int64_t c = 0; c < C_; ++c) xs[i * C_ + c] = (f.x[i * C_ + c] - mean_[c]) / stdev_[c];
@@ -253,28 +265,35 @@ class FeatureMethod final : public Method {
     float* bb = s.get("b").data;
     std::vector<double> z(K_);
     for (int64_t it = 0; it < iters; ++it) {
-      s.zero_grads();
-      float* gw = s.get("w").grad;
-      float* gb = s.get("b").grad;
-      for (int64_t i = 0; i < f.n; ++i) {
-        const float* x = xs.data() + i * C_;
-        double mx = -1e300;
-        for (int64_t k = 0; k < K_; ++k) {
-          double a = bb[k];
-          for (int64_t c = 0; c < C_; ++c) a += double(w[k * C_ + c]) * x[c];
-          z[k] = a;
-          mx = std::max(mx, a);
+      const bool ok = loop.step([&]() -> StepResult {
+        float* gw = s.get("w").grad;
+        float* gb = s.get("b").grad;
+        double loss = 0.0;
+        for (int64_t i = 0; i < f.n; ++i) {
+          const float* x = xs.data() + i * C_;
+          double mx = -1e300;
+          for (int64_t k = 0; k < K_; ++k) {
+            double a = bb[k];
+            for (int64_t c = 0; c < C_; ++c) a += double(w[k * C_ + c]) * x[c];
+            z[k] = a;
+            mx = std::max(mx, a);
+          }
+          double sum = 0;
+          for (int64_t k = 0; k < K_; ++k) sum += std::exp(z[k] - mx);
+          loss += (std::log(sum) - (z[y[i]] - mx)) / double(f.n);
+          for (int64_t k = 0; k < K_; ++k) {
+            const double g = (std::exp(z[k] - mx) / sum - (k == y[i] ? 1.0 : 0.0)) / double(f.n);
+            gb[k] += static_cast<float>(g);
+            for (int64_t c = 0; c < C_; ++c) gw[k * C_ + c] += static_cast<float>(g * x[c]);
+          }
         }
-        double sum = 0;
-        for (int64_t k = 0; k < K_; ++k) sum += std::exp(z[k] - mx);
-        for (int64_t k = 0; k < K_; ++k) {
-          const double g = (std::exp(z[k] - mx) / sum - (k == y[i] ? 1.0 : 0.0)) / double(f.n);
-          gb[k] += static_cast<float>(g);
-          for (int64_t c = 0; c < C_; ++c) gw[k * C_ + c] += static_cast<float>(g * x[c]);
-        }
+        for (int64_t j = 0; j < K_ * C_; ++j) gw[j] += static_cast<float>(lambda) * w[j];
+        return {loss, 0};
+      });
+      if (!ok) {
+        status = loop.message();
+        break;
       }
-      for (int64_t j = 0; j < K_ * C_; ++j) gw[j] += static_cast<float>(lambda) * w[j];
-      opt.step(cfg.lr);
     }
     W.assign(w, w + K_ * C_);
     b.assign(bb, bb + K_);

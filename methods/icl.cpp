@@ -124,7 +124,7 @@ class Icl final : public Method {
       if (!reported) other_k_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_k).count();
     }
     cost.charge(ctx.meter, /*prepare=*/false);
-    ctx.meter.eval_seconds +=
+    ctx.meter.phase("test_eval").seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_predict).count() - other_k_seconds;
 
     auto& d = ctx.meter.details;

@@ -307,7 +307,7 @@ class Index final : public Method {
           {"tokens", closed_cost.tokens}, {"seconds", closed_seconds}, {"flops", closed_cost.flops}};
     }
     cost.charge(ctx.meter, /*prepare=*/false);
-    ctx.meter.eval_seconds += seconds_since(t_predict) - closed_seconds;
+    ctx.meter.phase("test_eval").seconds += seconds_since(t_predict) - closed_seconds;
 
     auto& d = ctx.meter.details;
     d["k"] = k_;

@@ -195,8 +195,8 @@ void LmCost::add_forward(const Model& model, const std::vector<int64_t>& lengths
 }
 
 void LmCost::charge(Meter& meter, bool prepare) const {
-  (prepare ? meter.train_tokens : meter.eval_tokens) += tokens;
-  (prepare ? meter.train_flops : meter.eval_flops) += flops;
+  (prepare ? meter.phase("train").tokens : meter.phase("test_eval").tokens) += tokens;
+  (prepare ? meter.phase("train").flops : meter.phase("test_eval").flops) += flops;
   auto raise = [&](const char* key, int64_t v) {
     auto& m = meter.memory[key];
     m = std::max(m, v);

@@ -95,4 +95,19 @@ const MethodInfo& find(const std::string& name) {
   throw InputError("unknown method '" + name + "' (known: " + known + ")");
 }
 
+void meter_training(Meter& meter, TrainLoop& loop, const std::string& label) {
+  loop.on_unit = [&meter](const UnitCost& u) { meter.phase("train").add_unit(u); };
+  if (meter.progress)
+    loop.progress = [&meter, label](int64_t step, int64_t total, double loss) { meter.progress(label, step, total, loss); };
+}
+
+void record_training(Meter& meter, const TrainLoop& loop) {
+  meter.steps += loop.steps();
+  meter.loss_curve.insert(meter.loss_curve.end(), loop.loss_curve().begin(), loop.loss_curve().end());
+  if (loop.diverged()) {
+    meter.status = "diverged";
+    meter.status_message = loop.message();
+  }
+}
+
 }  // namespace tb::methods

@@ -5,7 +5,8 @@
 // on the test split, and turns predictions into metrics and a record.
 //
 // Methods reach the core only through Hooks (harness/core/hooks.h) and the model's public
-// API; the shared training loop lives in methods/trainer.h.
+// API; the one training loop is harness/core/train_loop.h, the classification trainer on it
+// methods/trainer.h.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "harness/core/hooks.h"
 #include "harness/core/model.h"
 #include "harness/core/tokenizer.h"
+#include "harness/core/train_loop.h"
 #include "tasks/metrics.h"
 #include "tasks/task.h"
 
@@ -59,34 +61,48 @@ class Options {
 
 // ---- what a run measures ---------------------------------------------------------------
 
-struct LossPoint {
-  int64_t step;
-  double loss;
-  double dev_metric = NAN;  // set at evaluation points
+// One named part of a run's work (train, dev_eval, test_eval, index_build, generation, ...):
+// its real tokens, seconds and model FLOPs (Model::flop_count via FlopScope or the training
+// loop), and the same per unit of work (a training step, an evaluation batch) for the
+// spread of its speed. The units of a phase are its repeated work (steps, batches); the
+// totals may hold more (rlhf's train phase also counts pair sampling and rollouts).
+struct Phase {
+  int64_t tokens = 0;
+  double seconds = 0.0;
+  double flops = 0.0;
+  std::vector<UnitCost> units;
+  // Adds one unit and its figures to the totals.
+  void add_unit(const UnitCost& u) {
+    units.push_back(u);
+    tokens += u.tokens;
+    seconds += u.seconds;
+    flops += u.flops;
+  }
 };
 
 // Filled by methods (and by the shared trainer); the runner adds wall times and RSS.
-// train_*: the training steps only (tokens the steps consumed, their seconds, their model
-// FLOPs); dev evaluation and other preparation are not training. eval_*: what the reported
-// test predictions cost (the runner takes the difference across predict()); extra passes
-// a method runs besides them go into details under their own names.
+// Phase "train": the training steps only (tokens the steps consumed, their seconds, their
+// model FLOPs); dev evaluation ("dev_eval") and other preparation are not training.
+// "test_eval": what the reported test predictions cost (the runner takes the difference
+// across predict()); extra passes a method runs besides them go into details under their own
+// names.
 struct Meter {
-  int64_t train_tokens = 0;
-  double train_seconds = 0.0;  // seconds of the training steps; 0 = no training steps
+  std::map<std::string, Phase> phases;
+  Phase& phase(const std::string& name) { return phases[name]; }
+  // An absent phase reads as empty.
+  const Phase& phase(const std::string& name) const {
+    static const Phase empty;
+    const auto it = phases.find(name);
+    return it == phases.end() ? empty : it->second;
+  }
   int64_t steps = 0;
   int64_t epochs = 0;
   std::vector<LossPoint> loss_curve;
-  int64_t eval_tokens = 0;
-  double eval_seconds = 0.0;
   // Analytic memory breakdown in bytes: weights, gradients, optimizer_state, activations,
   // kv_cache, index (the keys of a record's train_info.memory).
   std::map<std::string, int64_t> memory;
-  // Model FLOPs of training and evaluation, read from Model::flop_count() around the work
-  // (matmuls the model executed; see there).
-  double train_flops = 0.0;
-  double eval_flops = 0.0;
   // The training work was not done in this run but read from a cache (feature cache):
-  // train_* then stay 0 and cached_cost holds the cost measured when the cache was made
+  // the train phase then stays 0 and cached_cost holds the cost measured when the cache was made
   // ({"train_tokens", "train_seconds", "train_flops"}).
   bool cache_hit = false;
   nlohmann::json cached_cost;
@@ -96,7 +112,7 @@ struct Meter {
   // Metrics only the method can compute from what it ran (kl, win_rate, mean_reward of a
   // policy); the runner adds them to the record's metrics next to those of the predictions.
   std::vector<tasks::MetricValue> metrics;
-  std::string status = "ok";  // ok | diverged (set by the trainer on a non-finite loss)
+  std::string status = "ok";  // ok | diverged (set from the training loop on a non-finite loss)
   std::string status_message;
   // Progress reporting: the runner installs a callback that prints its progress line.
   std::function<void(const std::string& phase, int64_t step, int64_t total, double loss)> progress;
@@ -116,6 +132,13 @@ class FlopScope {
   double& sink_;
   double start_;
 };
+
+// Meters a training loop as it runs: each step becomes a unit of phase "train" (so the
+// runner's progress line sees live figures) and the loop's progress is reported under
+// `label`. The meter must outlive the loop's use.
+void meter_training(Meter& meter, TrainLoop& loop, const std::string& label);
+// After training: the loop's step count, its loss curve (appended) and a divergence status.
+void record_training(Meter& meter, const TrainLoop& loop);
 
 struct RunContext {
   Model& model;                       // the loaded base model; methods may change it

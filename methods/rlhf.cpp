@@ -46,6 +46,13 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// The optimizer steps' units of the train phase. The phase's totals are set apart from them:
+// they also hold the pair sampling, the reference passes and PPO's rollouts.
+void append_units(Meter& meter, const std::vector<UnitCost>& units) {
+  auto& train = meter.phase("train");
+  train.units.insert(train.units.end(), units.begin(), units.end());
+}
+
 std::vector<OptionSpec> rlhf_options() {
   return {
       {"algo", "ppo", "ppo (reward model + PPO with a KL penalty) | dpo (direct preference optimisation)"},
@@ -204,8 +211,8 @@ class RlhfMethod final : public Method {
                               {"sampled_tokens", sampled_tokens}};
     if (train_.empty()) throw InputError("rlhf: every sampled train pair was a tie; raise --rlhf.pairs or --rlhf.candidates");
     if (!cached) {
-      meter.train_tokens += sampled_tokens;
-      meter.train_flops += ctx.model.flop_count() - sample_f0;
+      meter.phase("train").tokens += sampled_tokens;
+      meter.phase("train").flops += ctx.model.flop_count() - sample_f0;
       train_s += now_seconds() - sample_t0;
     }
 
@@ -259,14 +266,15 @@ class RlhfMethod final : public Method {
       const auto fit = rm_->fit(train_, dev_, &meter);
       train_s += fit.seconds;
       if (meter.status == "diverged") {
-        meter.train_seconds = train_s;
+        meter.phase("train").seconds = train_s;
         return;
       }
       std::vector<int> correct;
       rm_accuracy_value_ = rm_->accuracy(test_, &correct);
       rm_correct_ = correct;
-      meter.train_tokens += fit.tokens;
-      meter.train_flops += fit.flops;
+      meter.phase("train").tokens += fit.tokens;
+      meter.phase("train").flops += fit.flops;
+      append_units(meter, fit.units);
       meter.details["reward_model"] = {{"train", rc.train},
                                        {"pool", pool},
                                        {"lr", rc.lr},
@@ -327,9 +335,10 @@ class RlhfMethod final : public Method {
         update_s += it.update_seconds;
       }
       meter.steps = static_cast<int64_t>(history.size());
-      meter.train_tokens += rollout_tok + update_tok;
+      append_units(meter, ppo_->step_units());
+      meter.phase("train").tokens += rollout_tok + update_tok;
       // Every model PPO ran (policy, reference, reward model), each counted once.
-      meter.train_flops += model_flops(ctx.model) - ppo_f0;
+      meter.phase("train").flops += model_flops(ctx.model) - ppo_f0;
       train_s += rollout_s + update_s;
       if (ppo_->diverged()) {
         meter.status = "diverged";
@@ -386,8 +395,9 @@ class RlhfMethod final : public Method {
       rm_accuracy_value_ = test_.empty() ? NAN : test.accuracy;
       rm_correct_ = correct;
       meter.steps = static_cast<int64_t>(steps.size());
-      meter.train_tokens += dpo_->tokens();
-      meter.train_flops += dpo_->flops();
+      meter.phase("train").tokens += dpo_->tokens();
+      meter.phase("train").flops += dpo_->flops();
+      append_units(meter, dpo_->step_units());
       if (dpo_->diverged()) {
         meter.status = "diverged";
         meter.status_message = "DPO: non-finite loss";
@@ -427,7 +437,7 @@ class RlhfMethod final : public Method {
     meter.details["algo"] = algo_;
     meter.details["policy"] = policy_kind;
     meter.details["prepare_seconds"] = now_seconds() - t0;
-    meter.train_seconds = train_s;
+    meter.phase("train").seconds = train_s;
   }
 
   std::vector<Prediction> predict(RunContext& ctx, const std::vector<tasks::Example>& examples) override {
@@ -490,9 +500,9 @@ class RlhfMethod final : public Method {
       ms.push_back(tasks::compute_metric("mean_reward", mr));
     }
     const int64_t eval_tokens = generated + 2 * scored + rm_tokens;
-    meter.eval_tokens += eval_tokens;
-    meter.eval_flops += model_flops(ctx.model) - f0;
-    meter.eval_seconds += now_seconds() - t0;
+    meter.phase("test_eval").tokens += eval_tokens;
+    meter.phase("test_eval").flops += model_flops(ctx.model) - f0;
+    meter.phase("test_eval").seconds += now_seconds() - t0;
     meter.memory["kv_cache"] = std::max(meter.memory["kv_cache"], kv);
     nlohmann::json samples = nlohmann::json::array();
     for (size_t i = 0; i < std::min<size_t>(5, examples.size()); ++i)

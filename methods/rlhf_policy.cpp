@@ -159,18 +159,6 @@ std::vector<double> TokenLogprobs::sums() const {
 
 // ---- training helpers ------------------------------------------------------------------
 
-std::vector<ParamSnapshot> snapshot_trainable(const std::vector<ParamStore*>& stores) {
-  std::vector<ParamSnapshot> snap;
-  for (auto* st : stores) snap.push_back(st->snapshot_trainable());
-  return snap;
-}
-
-void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<ParamSnapshot>& snap) {
-  if (snap.empty()) return;
-  TB_CHECK(snap.size() == stores.size(), "snapshot of another set of stores");
-  for (size_t i = 0; i < stores.size(); ++i) stores[i]->restore(snap[i]);
-}
-
 double bradley_terry(const float* r, int64_t B, float* dr, int64_t& correct) {
   double loss = 0.0;
   correct = 0;
@@ -316,11 +304,6 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
   const bool head_only = cfg_.train == "head";
   const int64_t C = model_->config().hidden, maxT = model_->config().max_positions;
   auto stores = trainable_stores();
-  AdamWConfig acfg;
-  acfg.lr = static_cast<float>(cfg_.lr);
-  acfg.clip_norm = static_cast<float>(cfg_.clip);
-  auto opt = AdamW::for_stores(stores, acfg);
-  optimizer_bytes_ = opt.state_bytes();
 
   // Pairs of one prompt share continuations (all comparisons among its candidates): score
   // each distinct continuation once per step and apply the Bradley–Terry loss to every
@@ -396,85 +379,94 @@ RewardFitStats RewardModel::fit(const std::vector<PreferencePair>& train, const 
   const auto groups_per_step = static_cast<size_t>(std::max(1.0, std::round(2.0 * static_cast<double>(cfg_.batch) / per_group)));
   const int64_t steps_per_epoch = static_cast<int64_t>((G + groups_per_step - 1) / groups_per_step);
   const int64_t total = steps_per_epoch * cfg_.epochs;
+  TrainLoopConfig lcfg;
+  lcfg.adamw.lr = static_cast<float>(cfg_.lr);
+  lcfg.adamw.clip_norm = static_cast<float>(cfg_.clip);
+  lcfg.schedule = Schedule::cosine;
+  lcfg.warmup_steps = total / 20;
+  lcfg.total_steps = total;
+  lcfg.min_lr_ratio = 0.1f;
+  lcfg.what = "reward model";
+  lcfg.loss_name = "Bradley–Terry loss";
+  TrainLoop loop(stores, lcfg, model_);
+  optimizer_bytes_ = loop.optimizer().state_bytes();
+  if (meter && meter->progress)
+    loop.progress = [meter](int64_t step, int64_t tot, double loss) { meter->progress("reward model", step, tot, loss); };
   std::vector<size_t> order(G);
   std::iota(order.begin(), order.end(), size_t{0});
   std::mt19937_64 rng(cfg_.seed ^ 0xb7ull);
-  double best = -1.0;
-  std::vector<ParamSnapshot> best_weights;
-  int64_t step = 0;
+  auto finish = [&] {
+    const UnitCost t = loop.total();
+    st.tokens += t.tokens;
+    st.seconds = train_s + t.seconds;
+    st.flops += t.flops;
+    st.units = loop.units();
+  };
   for (int64_t ep = 0; ep < cfg_.epochs; ++ep) {
     std::shuffle(order.begin(), order.end(), rng);
     double loss_sum = 0.0;
     for (size_t i = 0; i < G; i += groups_per_step) {
-      const double ts0 = now_seconds();
-      const FlopScope step_flops(*model_, st.flops);
       const size_t ng = std::min(G - i, groups_per_step);
-      std::vector<size_t> idx;
-      std::map<size_t, int64_t> row;  // continuation -> row of this step
-      for (size_t g = i; g < i + ng; ++g)
-        for (size_t k : groups[order[g]].seqs) row[k] = static_cast<int64_t>(idx.size()), idx.push_back(k);
-      const auto B = static_cast<int64_t>(idx.size());
-      std::vector<float> h(static_cast<size_t>(B * C));
-      Sequences seq;
-      if (head_only) {
-        for (int64_t k = 0; k < B; ++k)
-          std::copy_n(train_feats.begin() + static_cast<int64_t>(idx[k]) * C, C, h.begin() + k * C);
-      } else {
-        seq = sequences(idx);
-        pooled(seq, true, h);
-      }
-      std::vector<float> r(static_cast<size_t>(B)), dr(r.size(), 0.0f);
-      head_.forward(r.data(), h.data(), B);
       double loss = 0.0;
-      for (size_t g = i; g < i + ng; ++g) {
-        const auto& grp = groups[order[g]];
-        const double w = 1.0 / (static_cast<double>(grp.cmp.size()) * static_cast<double>(ng));
-        for (const auto& [a, b] : grp.cmp) {
-          const int64_t ra = row[a], rb = row[b];
-          const double d = static_cast<double>(r[ra]) - r[rb];
-          loss += w * (d > 0 ? std::log1p(std::exp(-d)) : -d + std::log1p(std::exp(d)));
-          const double sig_neg = 1.0 / (1.0 + std::exp(d));  // σ(−d)
-          dr[ra] -= static_cast<float>(w * sig_neg);
-          dr[rb] += static_cast<float>(w * sig_neg);
+      const bool ok = loop.step([&]() -> StepResult {
+        std::vector<size_t> idx;
+        std::map<size_t, int64_t> row;  // continuation -> row of this step
+        for (size_t g = i; g < i + ng; ++g)
+          for (size_t k : groups[order[g]].seqs) row[k] = static_cast<int64_t>(idx.size()), idx.push_back(k);
+        const auto B = static_cast<int64_t>(idx.size());
+        std::vector<float> h(static_cast<size_t>(B * C));
+        Sequences seq;
+        if (head_only) {
+          for (int64_t k = 0; k < B; ++k)
+            std::copy_n(train_feats.begin() + static_cast<int64_t>(idx[k]) * C, C, h.begin() + k * C);
+        } else {
+          seq = sequences(idx);
+          pooled(seq, true, h);
         }
-      }
-      if (!std::isfinite(loss)) {
-        if (meter) {
-          meter->status = "diverged";
-          meter->status_message = "reward model: non-finite Bradley–Terry loss at step " + std::to_string(step);
+        std::vector<float> r(static_cast<size_t>(B)), dr(r.size(), 0.0f);
+        head_.forward(r.data(), h.data(), B);
+        for (size_t g = i; g < i + ng; ++g) {
+          const auto& grp = groups[order[g]];
+          const double w = 1.0 / (static_cast<double>(grp.cmp.size()) * static_cast<double>(ng));
+          for (const auto& [a, b] : grp.cmp) {
+            const int64_t ra = row[a], rb = row[b];
+            const double d = static_cast<double>(r[ra]) - r[rb];
+            loss += w * (d > 0 ? std::log1p(std::exp(-d)) : -d + std::log1p(std::exp(d)));
+            const double sig_neg = 1.0 / (1.0 + std::exp(d));  // σ(−d)
+            dr[ra] -= static_cast<float>(w * sig_neg);
+            dr[rb] += static_cast<float>(w * sig_neg);
+          }
         }
-        st.seconds = train_s + (now_seconds() - ts0);
-        return st;
-      }
-      for (auto* s : stores) s->zero_grads();
-      if (head_only) {
-        head_.backward(nullptr, dr.data(), h.data(), B);
-      } else {
+        if (!std::isfinite(loss)) return {loss, 0};
+        if (head_only) {
+          head_.backward(nullptr, dr.data(), h.data(), B);
+          return {loss, 0};  // the features' tokens are counted once, above
+        }
         std::vector<float> dpooled(h.size(), 0.0f);
         head_.backward(dpooled.data(), dr.data(), h.data(), B);
         std::vector<float> dhidden;
         pooled_backward(seq, dpooled.data(), dhidden);
         model_->backward(dhidden.data(), lora_.get());
-        st.tokens += seq.num_tokens();
+        return {loss, seq.num_tokens()};
+      });
+      if (!ok) {
+        if (meter) {
+          meter->status = "diverged";
+          meter->status_message = loop.message();
+        }
+        finish();
+        return st;
       }
-      opt.step(schedule_lr(Schedule::cosine, static_cast<float>(cfg_.lr), step, total / 20, total, 0.1f));
-      ++step;
-      train_s += now_seconds() - ts0;
       loss_sum += loss * static_cast<double>(ng);
-      if (meter && meter->progress) meter->progress("reward model", step, total, loss);
     }
     st.train_loss.push_back(loss_sum / static_cast<double>(G));
     const double acc = dev.empty() ? NAN : head_only ? head_accuracy(dev_feats, dev.size()) : accuracy(dev);
     st.dev_accuracy.push_back(acc);
-    const double sc = std::isnan(acc) ? static_cast<double>(ep) : acc;
-    if (sc > best) {
-      best = sc;
-      st.best_epoch = ep;
-      best_weights = snapshot_trainable(stores);
-    }
+    loop.evaluate(std::isnan(acc) ? static_cast<double>(ep) : acc, !std::isnan(acc));
   }
-  restore_trainable(stores, best_weights);
-  st.seconds = train_s;
+  st.best_epoch = loop.best_evaluation();
+  loop.restore_best();
+  finish();
   return st;
 }
 

@@ -72,12 +72,6 @@ class TokenLogprobs {
   std::vector<float> hidden_, probs_, logp_;
 };
 
-// Stores' trainable values, for best-epoch selection.
-std::vector<ParamSnapshot> snapshot_trainable(const std::vector<ParamStore*>& stores);
-// Through ParamStore::restore, so the bf16 copies follow the restored values. An empty
-// snapshot (no epoch was kept) restores nothing.
-void restore_trainable(const std::vector<ParamStore*>& stores, const std::vector<ParamSnapshot>& snap);
-
 // The Bradley–Terry objective on a batch of B pairs with rewards r = (chosen (B), rejected
 // (B)): mean −log σ(r_c − r_r). Writes dr (2B) = ∂loss/∂r and returns the loss; `correct`
 // counts pairs with r_c > r_r.
@@ -109,6 +103,7 @@ struct RewardFitStats {
   int64_t tokens = 0;
   double seconds = 0.0;
   double flops = 0.0;
+  std::vector<UnitCost> units;  // the training steps'
 };
 
 // The base LM plus a scalar head on the final hidden state of the last real token (or, by

@@ -147,11 +147,13 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
   if (prompts.empty()) throw InputError("rlhf: PPO needs at least one training prompt");
   std::vector<ParamStore*> stores = policy_stores_;
   stores.push_back(&value_.store());
-  AdamWConfig acfg;
-  acfg.lr = static_cast<float>(cfg_.lr);
-  acfg.clip_norm = static_cast<float>(cfg_.clip);
-  auto opt = AdamW::for_stores(stores, acfg);
-  optimizer_bytes_ = opt.state_bytes();
+  TrainLoopConfig lcfg;
+  lcfg.adamw.lr = static_cast<float>(cfg_.lr);
+  lcfg.adamw.clip_norm = static_cast<float>(cfg_.clip);
+  lcfg.record_curve = false;  // the caller keeps one point per iteration
+  lcfg.what = "PPO";
+  TrainLoop loop(stores, lcfg, &policy_);
+  optimizer_bytes_ = loop.optimizer().state_bytes();
 
   std::mt19937_64 rng(cfg_.seed ^ 0x99ull);
   std::vector<size_t> order(prompts.size());
@@ -261,52 +263,56 @@ std::vector<PpoIteration> PpoTrainer::train(const std::vector<std::vector<int32_
       for (size_t i = 0; i < B; i += mb) {
         std::vector<size_t> idx(perm.begin() + static_cast<int64_t>(i), perm.begin() + static_cast<int64_t>(std::min(B, i + mb)));
         const auto seq = batch_of(rs, idx);
-        for (auto* s : stores) s->zero_grads();
-        lp.forward(policy_, policy_hooks_, seq, true);
-        activation_bytes_ = std::max(activation_bytes_, policy_.activation_bytes());
-        const int64_t N = seq.B * seq.Tc;
-        std::vector<float> vals(static_cast<size_t>(N));
-        value_.forward(vals.data(), lp.hidden().data(), N);
-        const auto ntok = static_cast<double>(seq.num_cont_tokens());
-        std::vector<float> dlogp(static_cast<size_t>(N), 0.0f), dval(static_cast<size_t>(N), 0.0f);
-        double pg = 0.0, vf = 0.0, clipped = 0.0, akl = 0.0;
-        for (int64_t b = 0; b < seq.B; ++b) {
-          const auto& r = rs[idx[b]];
-          for (int64_t t = 0; t < seq.cont_len(b); ++t) {
-            const int64_t n = b * seq.Tc + t;
-            const double logratio = static_cast<double>(lp.logp()[n]) - r.old_logp[t];
-            const double ratio = std::exp(logratio);
-            const double A = r.adv[t];
-            const double pg1 = -A * ratio;
-            const double pg2 = -A * std::clamp(ratio, 1.0 - cfg_.cliprange, 1.0 + cfg_.cliprange);
-            pg += std::max(pg1, pg2);
-            if (pg1 >= pg2) dlogp[n] = static_cast<float>(-A * ratio / ntok);
-            clipped += pg2 > pg1;
-            akl += 0.5 * logratio * logratio;
-            const double v = vals[n], v_old = r.values[t], R = r.ret[t];
-            const double vc = v_old + std::clamp(v - v_old, -cfg_.cliprange_value, cfg_.cliprange_value);
-            const double vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R);
-            vf += 0.5 * std::max(vf1, vf2);
-            if (vf1 >= vf2) dval[n] = static_cast<float>(cfg_.vf_coef * (v - R) / ntok);
+        double pg = 0.0, vf = 0.0, clipped = 0.0, akl = 0.0, ntok = 0.0;
+        const bool ok = loop.step([&]() -> StepResult {
+          lp.forward(policy_, policy_hooks_, seq, true);
+          activation_bytes_ = std::max(activation_bytes_, policy_.activation_bytes());
+          const int64_t N = seq.B * seq.Tc;
+          std::vector<float> vals(static_cast<size_t>(N));
+          value_.forward(vals.data(), lp.hidden().data(), N);
+          ntok = static_cast<double>(seq.num_cont_tokens());
+          std::vector<float> dlogp(static_cast<size_t>(N), 0.0f), dval(static_cast<size_t>(N), 0.0f);
+          for (int64_t b = 0; b < seq.B; ++b) {
+            const auto& r = rs[idx[b]];
+            for (int64_t t = 0; t < seq.cont_len(b); ++t) {
+              const int64_t n = b * seq.Tc + t;
+              const double logratio = static_cast<double>(lp.logp()[n]) - r.old_logp[t];
+              const double ratio = std::exp(logratio);
+              const double A = r.adv[t];
+              const double pg1 = -A * ratio;
+              const double pg2 = -A * std::clamp(ratio, 1.0 - cfg_.cliprange, 1.0 + cfg_.cliprange);
+              pg += std::max(pg1, pg2);
+              if (pg1 >= pg2) dlogp[n] = static_cast<float>(-A * ratio / ntok);
+              clipped += pg2 > pg1;
+              akl += 0.5 * logratio * logratio;
+              const double v = vals[n], v_old = r.values[t], R = r.ret[t];
+              const double vc = v_old + std::clamp(v - v_old, -cfg_.cliprange_value, cfg_.cliprange_value);
+              const double vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R);
+              vf += 0.5 * std::max(vf1, vf2);
+              if (vf1 >= vf2) dval[n] = static_cast<float>(cfg_.vf_coef * (v - R) / ntok);
+            }
           }
-        }
-        const double loss = (pg + cfg_.vf_coef * vf) / ntok;
-        if (!std::isfinite(loss)) {
+          const double loss = (pg + cfg_.vf_coef * vf) / ntok;
+          const int64_t tok = seq.num_tokens();
+          if (!std::isfinite(loss)) return {loss, tok};
+          // The value loss trains the head alone: its gradient stops at the hidden states, so a
+          // poorly fitted critic cannot pull the policy's weights (a LoRA policy has few).
+          value_.backward(nullptr, dval.data(), lp.hidden().data(), N);
+          lp.backward(policy_, policy_hooks_, dlogp.data(), nullptr);
+          return {loss, tok};
+        });
+        step_units_.push_back(loop.units().back());
+        if (!ok) {
           diverged_ = true;
           stop_reason_ = "diverged";
           break;
         }
-        // The value loss trains the head alone: its gradient stops at the hidden states, so a
-        // poorly fitted critic cannot pull the policy's weights (a LoRA policy has few).
-        value_.backward(nullptr, dval.data(), lp.hidden().data(), N);
-        lp.backward(policy_, policy_hooks_, dlogp.data(), nullptr);
-        opt.step(static_cast<float>(cfg_.lr));
         st.pg_loss += pg / ntok;
         st.vf_loss += vf / ntok;
         st.clipfrac += clipped / ntok;
         st.approx_kl += akl / ntok;
         ++n_steps;
-        const int64_t tok = seq.num_tokens();
+        const int64_t tok = loop.units().back().tokens;
         st.update_tokens += tok;
         n_tok_all += tok;
       }
@@ -375,11 +381,13 @@ std::vector<DpoStep> DpoTrainer::train(const std::string& name, const std::vecto
                                        const std::function<void(int64_t, const DpoStep&)>& on_epoch) {
   if (pairs.empty()) throw InputError("rlhf: no training preference pairs (every sampled pair was a tie)");
   const auto& rf = ref(name, pairs.size());
-  AdamWConfig acfg;
-  acfg.lr = static_cast<float>(cfg_.lr);
-  acfg.clip_norm = static_cast<float>(cfg_.clip);
-  auto opt = AdamW::for_stores(stores_, acfg);
-  optimizer_bytes_ = opt.state_bytes();
+  TrainLoopConfig lcfg;
+  lcfg.adamw.lr = static_cast<float>(cfg_.lr);
+  lcfg.adamw.clip_norm = static_cast<float>(cfg_.clip);
+  lcfg.record_curve = false;  // the caller builds its curve from the returned steps
+  lcfg.what = "DPO";
+  TrainLoop loop(stores_, lcfg, &policy_);
+  optimizer_bytes_ = loop.optimizer().state_bytes();
   std::vector<size_t> order(pairs.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::mt19937_64 rng(cfg_.seed ^ 0xd0ull);
@@ -390,38 +398,39 @@ std::vector<DpoStep> DpoTrainer::train(const std::string& name, const std::vecto
     std::shuffle(order.begin(), order.end(), rng);
     for (size_t i = 0; i < pairs.size(); i += bs) {
       const size_t n = std::min(pairs.size() - i, bs);
-      std::vector<PreferencePair> batch;
-      const FlopScope step_flops(policy_, flops_);  // the step, not the per-epoch dev pass
-      for (size_t k = 0; k < n; ++k) batch.push_back(pairs[order[i + k]]);
-      const auto seq = pair_sequences(batch, 0, n, policy_.config().max_positions);
-      for (auto* s : stores_) s->zero_grads();
-      lp.forward(policy_, hooks_, seq, true);
-      activation_bytes_ = std::max(activation_bytes_, policy_.activation_bytes());
-      const auto sums = lp.sums();
       DpoStep step;
       step.step = static_cast<int64_t>(steps.size());
-      std::vector<float> dlogp(static_cast<size_t>(seq.B * seq.Tc), 0.0f);
-      for (size_t k = 0; k < n; ++k) {
-        const size_t j = order[i + k];
-        const double z = cfg_.beta * ((sums[k] - rf.chosen[j]) - (sums[n + k] - rf.rejected[j]));
-        step.train.loss += softplus(-z) / static_cast<double>(n);
-        step.train.margin += z / static_cast<double>(n);
-        step.train.accuracy += (z > 0 ? 1.0 : 0.0) / static_cast<double>(n);
-        // ∂loss/∂ log π(token of chosen) = −β σ(−z)/n; the rejected tokens get the opposite.
-        const auto g = static_cast<float>(-cfg_.beta / (1.0 + std::exp(z)) / static_cast<double>(n));
-        for (int64_t t = 0; t < seq.cont_len(static_cast<int64_t>(k)); ++t) dlogp[k * seq.Tc + t] = g;
-        const auto kr = static_cast<int64_t>(n + k);
-        for (int64_t t = 0; t < seq.cont_len(kr); ++t) dlogp[kr * seq.Tc + t] = -g;
-      }
-      if (!std::isfinite(step.train.loss)) {
+      const bool ok = loop.step([&]() -> StepResult {  // the step, not the per-epoch dev pass
+        std::vector<PreferencePair> batch;
+        for (size_t k = 0; k < n; ++k) batch.push_back(pairs[order[i + k]]);
+        const auto seq = pair_sequences(batch, 0, n, policy_.config().max_positions);
+        lp.forward(policy_, hooks_, seq, true);
+        activation_bytes_ = std::max(activation_bytes_, policy_.activation_bytes());
+        const auto sums = lp.sums();
+        std::vector<float> dlogp(static_cast<size_t>(seq.B * seq.Tc), 0.0f);
+        for (size_t k = 0; k < n; ++k) {
+          const size_t j = order[i + k];
+          const double z = cfg_.beta * ((sums[k] - rf.chosen[j]) - (sums[n + k] - rf.rejected[j]));
+          step.train.loss += softplus(-z) / static_cast<double>(n);
+          step.train.margin += z / static_cast<double>(n);
+          step.train.accuracy += (z > 0 ? 1.0 : 0.0) / static_cast<double>(n);
+          // ∂loss/∂ log π(token of chosen) = −β σ(−z)/n; the rejected tokens get the opposite.
+          const auto g = static_cast<float>(-cfg_.beta / (1.0 + std::exp(z)) / static_cast<double>(n));
+          for (int64_t t = 0; t < seq.cont_len(static_cast<int64_t>(k)); ++t) dlogp[k * seq.Tc + t] = g;
+          const auto kr = static_cast<int64_t>(n + k);
+          for (int64_t t = 0; t < seq.cont_len(kr); ++t) dlogp[kr * seq.Tc + t] = -g;
+        }
+        if (std::isfinite(step.train.loss)) lp.backward(policy_, hooks_, dlogp.data(), nullptr);
+        return {step.train.loss, seq.num_tokens()};
+      });
+      const UnitCost& unit = loop.units().back();
+      step_units_.push_back(unit);
+      flops_ += unit.flops;
+      if (!ok) {
         diverged_ = true;
         break;
       }
-      lp.backward(policy_, hooks_, dlogp.data(), nullptr);
-      opt.step(static_cast<float>(cfg_.lr));
-      const int64_t tok = seq.num_tokens();
-      tokens_ += tok;
-
+      tokens_ += unit.tokens;
       steps.push_back(step);
     }
     if (on_epoch && !steps.empty()) on_epoch(ep, steps.back());

@@ -96,6 +96,8 @@ class PpoTrainer {
   double kl_coef() const { return kl_.value; }
   const std::string& stop_reason() const { return stop_reason_; }
   bool diverged() const { return diverged_; }
+  // The cost of every optimizer step so far (the training loop's units).
+  const std::vector<UnitCost>& step_units() const { return step_units_; }
   int64_t optimizer_bytes() const { return optimizer_bytes_; }
   int64_t activation_bytes() const { return activation_bytes_; }
   int64_t kv_cache_bytes() const { return kv_cache_bytes_; }
@@ -119,6 +121,7 @@ class PpoTrainer {
   bool diverged_ = false;
   int64_t optimizer_bytes_ = 0, activation_bytes_ = 0, kv_cache_bytes_ = 0;
   double update_flops_ = 0.0, rollout_flops_ = 0.0;
+  std::vector<UnitCost> step_units_;
 };
 
 // Sampled continuations of the model (+ hooks) at temperature 1 for prompts; the KV cache
@@ -174,6 +177,8 @@ class DpoTrainer {
   int64_t tokens() const { return tokens_; }
   double flops() const { return flops_; }
   bool diverged() const { return diverged_; }
+  // The cost of every optimizer step so far (the training loop's units).
+  const std::vector<UnitCost>& step_units() const { return step_units_; }
 
  private:
   struct RefLogps {
@@ -187,6 +192,7 @@ class DpoTrainer {
   DpoConfig cfg_;
   std::map<std::string, RefLogps> refs_;
   int64_t optimizer_bytes_ = 0, activation_bytes_ = 0, tokens_ = 0;
+  std::vector<UnitCost> step_units_;
   double flops_ = 0.0;
   bool diverged_ = false;
 };

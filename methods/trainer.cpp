@@ -1,4 +1,4 @@
-// The shared training loop (see trainer.h). Sequences are right-padded; the classification
+// The classification trainer (see trainer.h). Sequences are right-padded; the classification
 // head reads the pooled final-norm output; the lm objective turns each candidate answer
 // into a continuation scored by summed token log-probabilities. Every random choice
 // (shuffles, head init) derives from the run's seed, so a rerun is bit-identical.
@@ -160,18 +160,6 @@ std::vector<ParamStore*> ClassificationTrainer::all_stores() {
   return s;
 }
 
-std::vector<ParamSnapshot> ClassificationTrainer::snapshot() {
-  std::vector<ParamSnapshot> snap;
-  for (auto* s : all_stores()) snap.push_back(s->snapshot_trainable());
-  return snap;
-}
-
-void ClassificationTrainer::restore(const std::vector<ParamSnapshot>& snap) {
-  const auto stores = all_stores();
-  TB_CHECK(snap.size() == stores.size(), "snapshot of another set of stores");
-  for (size_t i = 0; i < stores.size(); ++i) stores[i]->restore(snap[i]);
-}
-
 namespace {
 
 // Candidate answers of an example for the lm objective: verbalisers, or choices.
@@ -198,16 +186,18 @@ std::vector<int32_t> encode_capped(const Tokenizer& tok, const std::string& text
 }  // namespace
 
 std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::vector<tasks::Example>& examples,
-                                                                    PassCost& cost) {
+                                                                    Phase& cost) {
   std::vector<std::vector<double>> out(examples.size());
   const auto& task = ctx_.task;
   const bool mc = task.output_type() == tasks::OutputType::multiple_choice;
   const int64_t ctx_room = ctx_.model.config().max_positions -
                            (adaptation_.hooks ? adaptation_.hooks->num_virtual_tokens() + adaptation_.hooks->prefix_length() : 0);
   const int64_t max_len = std::min(cfg_.max_length, ctx_room);
-  const auto t0 = std::chrono::steady_clock::now();
-  const FlopScope flops(ctx_.model, cost.flops);
   if (cfg_.objective == "lm") {
+    // One unit: score() batches the requests itself.
+    UnitCost unit;
+    const auto t0 = std::chrono::steady_clock::now();
+    const double f0 = ctx_.model.flop_count();
     std::vector<ScoreRequest> reqs;
     std::vector<std::pair<size_t, size_t>> owner;
     for (size_t i = 0; i < examples.size(); ++i) {
@@ -217,11 +207,14 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
         reqs.push_back({prompt, cont});
         owner.emplace_back(i, out[i].size());
         out[i].push_back(0.0);
-        cost.tokens += static_cast<int64_t>(prompt.size() + cont.size());
+        unit.tokens += static_cast<int64_t>(prompt.size() + cont.size());
       }
     }
     const auto scores = score(ctx_.model, reqs, adaptation_.hooks, cfg_.batch);
     for (size_t r = 0; r < reqs.size(); ++r) out[owner[r].first][owner[r].second] = scores[r].sum;
+    unit.seconds = seconds_since(t0);
+    unit.flops = ctx_.model.flop_count() - f0;
+    cost.add_unit(unit);
   } else {
     // One sequence per example (per choice for multiple choice), in batches.
     std::vector<std::vector<int32_t>> seqs;
@@ -241,6 +234,10 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
     }
     const int64_t C = ctx_.model.config().hidden, K = num_classes_;
     for (size_t s = 0; s < seqs.size(); s += static_cast<size_t>(cfg_.batch)) {
+      // One unit per batch.
+      UnitCost unit;
+      const auto t0 = std::chrono::steady_clock::now();
+      const double f0 = ctx_.model.flop_count();
       const size_t e = std::min(seqs.size(), s + static_cast<size_t>(cfg_.batch));
       const int64_t B = static_cast<int64_t>(e - s);
       int64_t T = 1;
@@ -249,7 +246,7 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
       for (int64_t b = 0; b < B; ++b) {
         std::copy(seqs[s + b].begin(), seqs[s + b].end(), toks.begin() + b * T);
         lens[b] = static_cast<int32_t>(seqs[s + b].size());
-        cost.tokens += lens[b];
+        unit.tokens += lens[b];
       }
       ctx_.model.forward(toks.data(), B, T, adaptation_.hooks, false);
       std::vector<float> pooled(B * C), logits(B * K);
@@ -260,9 +257,11 @@ std::vector<std::vector<double>> ClassificationTrainer::class_scores(const std::
         if (mc) out[i][slot] = logits[b * K];
         else for (int64_t k = 0; k < K; ++k) out[i][k] = logits[b * K + k];
       }
+      unit.seconds = seconds_since(t0);
+      unit.flops = ctx_.model.flop_count() - f0;
+      cost.add_unit(unit);
     }
   }
-  cost.seconds += seconds_since(t0);
   return out;
 }
 
@@ -278,7 +277,7 @@ double ClassificationTrainer::accuracy(const std::vector<tasks::Example>& exampl
   return static_cast<double>(correct) / static_cast<double>(examples.size());
 }
 
-double ClassificationTrainer::train_epoch(int64_t epoch, AdamW& opt, int64_t& step, int64_t total_steps) {
+double ClassificationTrainer::train_epoch(int64_t epoch, TrainLoop& loop) {
   auto& model = ctx_.model;
   const auto& task = ctx_.task;
   const auto& train = ctx_.train;
@@ -288,7 +287,6 @@ double ClassificationTrainer::train_epoch(int64_t epoch, AdamW& opt, int64_t& st
                            (adaptation_.hooks ? adaptation_.hooks->num_virtual_tokens() + adaptation_.hooks->prefix_length() : 0);
   const int64_t max_len = std::min(cfg_.max_length, ctx_room);
   const bool body = adaptation_.hooks != nullptr || model.params().num_trainable() > 0;
-  const int64_t warmup = static_cast<int64_t>(cfg_.warmup * static_cast<double>(total_steps));
 
   std::vector<size_t> order(train.size());
   std::iota(order.begin(), order.end(), 0);
@@ -299,130 +297,130 @@ double ClassificationTrainer::train_epoch(int64_t epoch, AdamW& opt, int64_t& st
   int64_t loss_n = 0;
   for (size_t s = 0; s < order.size(); s += static_cast<size_t>(cfg_.batch)) {
     const size_t e = std::min(order.size(), s + static_cast<size_t>(cfg_.batch));
-    // Build the sequences of this batch and, per example, the rows that belong to it.
-    std::vector<std::vector<int32_t>> seqs;
-    std::vector<int64_t> prompt_len;            // lm objective: tokens before the candidate
-    std::vector<std::pair<int64_t, int64_t>> rows;  // per example: [first row, row count)
-    std::vector<int> labels;
-    for (size_t i = s; i < e; ++i) {
-      const auto& ex = train[order[i]];
-      const int64_t first = static_cast<int64_t>(seqs.size());
-      if (cfg_.objective == "lm") {
-        const auto prompt = encode_prompt_capped(ctx_.model, ctx_.tokenizer, task.render(ex), max_len);
-        for (const auto& c : candidates(task, ex)) {
-          auto seq = prompt;
-          auto cont = ctx_.tokenizer.encode(" " + c, SpecialTokens::as_text);
-          seq.insert(seq.end(), cont.begin(), cont.end());
-          int64_t pl = static_cast<int64_t>(prompt.size());
-          if (static_cast<int64_t>(seq.size()) > ctx_room) {
-            const int64_t cut = static_cast<int64_t>(seq.size()) - ctx_room;
-            drop_prompt_front(ctx_.model, seq, cut);
-            pl -= cut;
-          }
-          seqs.push_back(std::move(seq));
-          prompt_len.push_back(std::max<int64_t>(pl, 1));
-        }
-      } else if (mc) {
-        for (const auto& c : ex.choices) seqs.push_back(encode_capped(ctx_.tokenizer, ex.text + "\n" + c, max_len, true));
-      } else {
-        seqs.push_back(encode_capped(ctx_.tokenizer, ex.text, max_len, false));
-      }
-      rows.emplace_back(first, static_cast<int64_t>(seqs.size()) - first);
-      labels.push_back(ex.label);
-    }
-    const int64_t B = static_cast<int64_t>(seqs.size());
-    int64_t T = 1;
-    for (const auto& q : seqs) T = std::max<int64_t>(T, static_cast<int64_t>(q.size()));
-    std::vector<int32_t> toks(B * T, 0), lens(B);
-    for (int64_t b = 0; b < B; ++b) {
-      std::copy(seqs[b].begin(), seqs[b].end(), toks.begin() + b * T);
-      lens[b] = static_cast<int32_t>(seqs[b].size());
-      ctx_.meter.train_tokens += lens[b];
-    }
-    for (auto* st : all_stores()) st->zero_grads();
-    model.forward(toks.data(), B, T, adaptation_.hooks, /*training=*/body);
-
     double batch_loss = 0;
-    const int64_t nex = static_cast<int64_t>(rows.size());
-    if (cfg_.objective == "lm") {
-      // Candidate score = sum of its tokens' log-probs; CE over each example's candidates.
-      std::vector<int32_t> targets(B * T, -100);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = prompt_len[b] - 1; t + 1 < lens[b]; ++t) targets[b * T + t] = seqs[b][t + 1];
-      std::vector<float> losses(B * T);
-      model.lm_losses(targets.data(), losses.data());
-      std::vector<float> dl(B * T, 0.0f);
-      for (int64_t x = 0; x < nex; ++x) {
-        const auto [first, n] = rows[x];
-        std::vector<double> sc(n), ds(n);
-        for (int64_t k = 0; k < n; ++k) {
-          double sum = 0;
-          for (int64_t t = 0; t < T; ++t) sum -= losses[(first + k) * T + t];
-          sc[k] = sum;
-        }
-        batch_loss += softmax_ce(sc.data(), n, labels[x], ds.data());
-        // d score_k / d loss_t = -1, so each position's loss gets -ds_k / nex.
-        for (int64_t k = 0; k < n; ++k)
-          for (int64_t t = 0; t < T; ++t)
-            if (targets[(first + k) * T + t] != -100) dl[(first + k) * T + t] = static_cast<float>(-ds[k] / nex);
-      }
-      model.backward_lm_rows(dl.data(), adaptation_.hooks);
-    } else {
-      const int64_t K = num_classes_;
-      std::vector<float> pooled(B * C), logits(B * K), dlogits(B * K, 0.0f);
-      model.pool(pooled.data(), static_cast<int>(L), cfg_.pool, lens.data());
-      head_->forward(logits.data(), pooled.data(), B);
-      for (int64_t x = 0; x < nex; ++x) {
-        const auto [first, n] = rows[x];
-        std::vector<double> sc, ds;
-        if (mc) {
-          for (int64_t k = 0; k < n; ++k) sc.push_back(logits[(first + k) * K]);
+    const bool ok = loop.step([&]() -> StepResult {
+      // Build the sequences of this batch and, per example, the rows that belong to it.
+      std::vector<std::vector<int32_t>> seqs;
+      std::vector<int64_t> prompt_len;            // lm objective: tokens before the candidate
+      std::vector<std::pair<int64_t, int64_t>> rows;  // per example: [first row, row count)
+      std::vector<int> labels;
+      for (size_t i = s; i < e; ++i) {
+        const auto& ex = train[order[i]];
+        const int64_t first = static_cast<int64_t>(seqs.size());
+        if (cfg_.objective == "lm") {
+          const auto prompt = encode_prompt_capped(ctx_.model, ctx_.tokenizer, task.render(ex), max_len);
+          for (const auto& c : candidates(task, ex)) {
+            auto seq = prompt;
+            auto cont = ctx_.tokenizer.encode(" " + c, SpecialTokens::as_text);
+            seq.insert(seq.end(), cont.begin(), cont.end());
+            int64_t pl = static_cast<int64_t>(prompt.size());
+            if (static_cast<int64_t>(seq.size()) > ctx_room) {
+              const int64_t cut = static_cast<int64_t>(seq.size()) - ctx_room;
+              drop_prompt_front(ctx_.model, seq, cut);
+              pl -= cut;
+            }
+            seqs.push_back(std::move(seq));
+            prompt_len.push_back(std::max<int64_t>(pl, 1));
+          }
+        } else if (mc) {
+          for (const auto& c : ex.choices) seqs.push_back(encode_capped(ctx_.tokenizer, ex.text + "\n" + c, max_len, true));
         } else {
-          for (int64_t k = 0; k < K; ++k) sc.push_back(logits[first * K + k]);
+          seqs.push_back(encode_capped(ctx_.tokenizer, ex.text, max_len, false));
         }
-        ds.resize(sc.size());
-        batch_loss += softmax_ce(sc.data(), static_cast<int64_t>(sc.size()), labels[x], ds.data());
-        for (size_t k = 0; k < sc.size(); ++k) {
-          if (mc) dlogits[(first + static_cast<int64_t>(k)) * K] = static_cast<float>(ds[k] / nex);
-          else dlogits[first * K + static_cast<int64_t>(k)] = static_cast<float>(ds[k] / nex);
+        rows.emplace_back(first, static_cast<int64_t>(seqs.size()) - first);
+        labels.push_back(ex.label);
+      }
+      const int64_t B = static_cast<int64_t>(seqs.size());
+      int64_t T = 1;
+      for (const auto& q : seqs) T = std::max<int64_t>(T, static_cast<int64_t>(q.size()));
+      std::vector<int32_t> toks(B * T, 0), lens(B);
+      int64_t tokens = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        std::copy(seqs[b].begin(), seqs[b].end(), toks.begin() + b * T);
+        lens[b] = static_cast<int32_t>(seqs[b].size());
+        tokens += lens[b];
+      }
+      model.forward(toks.data(), B, T, adaptation_.hooks, /*training=*/body);
+
+      const int64_t nex = static_cast<int64_t>(rows.size());
+      if (cfg_.objective == "lm") {
+        // Candidate score = sum of its tokens' log-probs; CE over each example's candidates.
+        std::vector<int32_t> targets(B * T, -100);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t t = prompt_len[b] - 1; t + 1 < lens[b]; ++t) targets[b * T + t] = seqs[b][t + 1];
+        std::vector<float> losses(B * T);
+        model.lm_losses(targets.data(), losses.data());
+        std::vector<float> dl(B * T, 0.0f);
+        for (int64_t x = 0; x < nex; ++x) {
+          const auto [first, n] = rows[x];
+          std::vector<double> sc(n), ds(n);
+          for (int64_t k = 0; k < n; ++k) {
+            double sum = 0;
+            for (int64_t t = 0; t < T; ++t) sum -= losses[(first + k) * T + t];
+            sc[k] = sum;
+          }
+          batch_loss += softmax_ce(sc.data(), n, labels[x], ds.data());
+          // d score_k / d loss_t = -1, so each position's loss gets -ds_k / nex.
+          for (int64_t k = 0; k < n; ++k)
+            for (int64_t t = 0; t < T; ++t)
+              if (targets[(first + k) * T + t] != -100) dl[(first + k) * T + t] = static_cast<float>(-ds[k] / nex);
+        }
+        model.backward_lm_rows(dl.data(), adaptation_.hooks);
+      } else {
+        const int64_t K = num_classes_;
+        std::vector<float> pooled(B * C), logits(B * K), dlogits(B * K, 0.0f);
+        model.pool(pooled.data(), static_cast<int>(L), cfg_.pool, lens.data());
+        head_->forward(logits.data(), pooled.data(), B);
+        for (int64_t x = 0; x < nex; ++x) {
+          const auto [first, n] = rows[x];
+          std::vector<double> sc, ds;
+          if (mc) {
+            for (int64_t k = 0; k < n; ++k) sc.push_back(logits[(first + k) * K]);
+          } else {
+            for (int64_t k = 0; k < K; ++k) sc.push_back(logits[first * K + k]);
+          }
+          ds.resize(sc.size());
+          batch_loss += softmax_ce(sc.data(), static_cast<int64_t>(sc.size()), labels[x], ds.data());
+          for (size_t k = 0; k < sc.size(); ++k) {
+            if (mc) dlogits[(first + static_cast<int64_t>(k)) * K] = static_cast<float>(ds[k] / nex);
+            else dlogits[first * K + static_cast<int64_t>(k)] = static_cast<float>(ds[k] / nex);
+          }
+        }
+        std::vector<float> dpooled(body ? B * C : 0, 0.0f);
+        head_->backward(body ? dpooled.data() : nullptr, dlogits.data(), pooled.data(), B);
+        if (body) {
+          std::vector<float> dfinal(B * model.seq_len() * C, 0.0f);
+          model.pool_backward(dfinal.data(), cfg_.pool, lens.data(), dpooled.data());
+          model.backward(dfinal.data(), adaptation_.hooks);
         }
       }
-      std::vector<float> dpooled(body ? B * C : 0, 0.0f);
-      head_->backward(body ? dpooled.data() : nullptr, dlogits.data(), pooled.data(), B);
-      if (body) {
-        std::vector<float> dfinal(B * model.seq_len() * C, 0.0f);
-        model.pool_backward(dfinal.data(), cfg_.pool, lens.data(), dpooled.data());
-        model.backward(dfinal.data(), adaptation_.hooks);
-      }
-    }
-    batch_loss /= static_cast<double>(nex);
-    if (!std::isfinite(batch_loss)) {
-      ctx_.meter.status = "diverged";
-      ctx_.meter.status_message = "non-finite training loss at step " + std::to_string(step);
-      return batch_loss;
-    }
-    const float lr = schedule_lr(cfg_.schedule, static_cast<float>(cfg_.lr), step, warmup, total_steps);
-    opt.step(lr);
-    ++step;
+      batch_loss /= static_cast<double>(nex);
+      ctx_.meter.memory["activations"] = std::max(ctx_.meter.memory["activations"], model.activation_bytes());
+      return {batch_loss, tokens};
+    });
+    if (!ok) return batch_loss;
     loss_sum += batch_loss;
     ++loss_n;
-    ctx_.meter.loss_curve.push_back({step, batch_loss});
-    ctx_.meter.memory["activations"] = std::max(ctx_.meter.memory["activations"], model.activation_bytes());
-    if (ctx_.meter.progress) ctx_.meter.progress("train", step, total_steps, batch_loss);
   }
   return loss_n ? loss_sum / static_cast<double>(loss_n) : 0.0;
 }
 
 void ClassificationTrainer::fit() {
-  auto& model = ctx_.model;
   auto& meter = ctx_.meter;
   if (ctx_.train.empty()) throw InputError("task " + ctx_.task.name() + " has no train split to train on");
-  AdamWConfig acfg;
-  acfg.lr = static_cast<float>(cfg_.lr);
-  acfg.weight_decay = static_cast<float>(cfg_.weight_decay);
-  acfg.clip_norm = static_cast<float>(cfg_.clip);
+  const int64_t steps_per_epoch = (static_cast<int64_t>(ctx_.train.size()) + cfg_.batch - 1) / cfg_.batch;
+  const int64_t total = steps_per_epoch * cfg_.epochs;
+  TrainLoopConfig lcfg;
+  lcfg.adamw.lr = static_cast<float>(cfg_.lr);
+  lcfg.adamw.weight_decay = static_cast<float>(cfg_.weight_decay);
+  lcfg.adamw.clip_norm = static_cast<float>(cfg_.clip);
+  lcfg.schedule = cfg_.schedule;
+  lcfg.warmup_steps = static_cast<int64_t>(cfg_.warmup * static_cast<double>(total));
+  lcfg.total_steps = total;
+  lcfg.patience = std::max<int64_t>(1, cfg_.patience);  // 0 stops at the first epoch without improvement, as 1 does
   auto stores = all_stores();
-  auto opt = AdamW::for_stores(stores, acfg);
+  TrainLoop loop(stores, lcfg, &ctx_.model);
+  meter_training(meter, loop, "train");
 
   int64_t weights = 0, grads = 0;
   for (auto* s : stores) {
@@ -431,53 +429,29 @@ void ClassificationTrainer::fit() {
   }
   meter.memory["weights"] = weights;
   meter.memory["gradients"] = grads;
-  meter.memory["optimizer_state"] = opt.state_bytes();
+  meter.memory["optimizer_state"] = loop.optimizer().state_bytes();
 
-  const int64_t steps_per_epoch = (static_cast<int64_t>(ctx_.train.size()) + cfg_.batch - 1) / cfg_.batch;
-  const int64_t total = steps_per_epoch * cfg_.epochs;
-  int64_t step = 0;
-  double best = -1;
-  int64_t best_epoch = -1, since_best = 0;
-  std::vector<ParamSnapshot> best_weights;
   nlohmann::json epochs = nlohmann::json::array();
   for (int64_t ep = 0; ep < cfg_.epochs; ++ep) {
-    // Training time and FLOPs: the steps of the epoch, not the dev pass after it.
-    const auto t_epoch = std::chrono::steady_clock::now();
-    double loss = 0.0;
-    {
-      const FlopScope flops(model, meter.train_flops);
-      loss = train_epoch(ep, opt, step, total);
-    }
-    meter.train_seconds += seconds_since(t_epoch);
+    const double loss = train_epoch(ep, loop);
     ++meter.epochs;
-    if (meter.status == "diverged") break;
+    if (loop.diverged()) break;
     const double dev = ctx_.dev.empty() ? NAN : accuracy(ctx_.dev);
     epochs.push_back({{"epoch", ep}, {"train_loss", loss}, {"dev_accuracy", std::isnan(dev) ? nlohmann::json() : nlohmann::json(dev)}});
-    if (!meter.loss_curve.empty()) meter.loss_curve.back().dev_metric = dev;
-    const double score = std::isnan(dev) ? static_cast<double>(ep) : dev;
-    if (score > best) {
-      best = score;
-      best_epoch = ep;
-      since_best = 0;
-      best_weights = snapshot();
-    } else if (++since_best >= cfg_.patience) {
-      break;
-    }
+    if (loop.evaluate(std::isnan(dev) ? static_cast<double>(ep) : dev, !std::isnan(dev))) break;
   }
-  if (!best_weights.empty()) restore(best_weights);
-  meter.steps = step;
+  loop.restore_best();
+  record_training(meter, loop);
   meter.details["epochs"] = epochs;
-  meter.details["best_epoch"] = best_epoch;
+  meter.details["best_epoch"] = loop.best_evaluation();
   meter.details["objective"] = cfg_.objective;
-  meter.details["dev_eval"] = dev_cost_.to_json();
+  meter.details["dev_eval"] = {{"tokens", dev_cost_.tokens}, {"seconds", dev_cost_.seconds}, {"flops", dev_cost_.flops}};
+  auto& dev_phase = meter.phase("dev_eval");
+  for (const auto& u : dev_cost_.units) dev_phase.add_unit(u);
 }
 
 std::vector<Prediction> ClassificationTrainer::predict(const std::vector<tasks::Example>& examples) {
-  PassCost cost;
-  const auto scores = class_scores(examples, cost);
-  ctx_.meter.eval_tokens += cost.tokens;
-  ctx_.meter.eval_seconds += cost.seconds;
-  ctx_.meter.eval_flops += cost.flops;
+  const auto scores = class_scores(examples, ctx_.meter.phase("test_eval"));
   std::vector<Prediction> out(examples.size());
   for (size_t i = 0; i < examples.size(); ++i) {
     out[i].scores = scores[i];

@@ -1,8 +1,10 @@
-// The shared training loop of every method that trains (head, full, lora, adapter,
-// softprompt, prefix; rlhf reuses its pieces): batching of right-padded sequences, AdamW
-// with warm-up + cosine or linear decay, gradient clipping, evaluation on dev every epoch,
-// best-on-dev selection (the best epoch's trainable weights are restored), early stopping
-// and divergence detection (a non-finite loss sets the meter's status to "diverged").
+// The classification trainer of every method that trains through hooks or base weights
+// (head, full, lora, adapter, softprompt, prefix): batching of right-padded sequences and
+// evaluation on dev every epoch, on the one training loop (harness/core/train_loop.h: AdamW
+// with warm-up + cosine or linear decay, gradient clipping, best-on-dev selection with the
+// best epoch's trainable weights restored, early stopping, divergence detection — a
+// non-finite loss sets the meter's status to "diverged" — and per-step timing into the
+// meter's train phase).
 //
 // Two objectives for classification and multiple-choice tasks:
 //  - head (default): a new linear classifier on the pooled final hidden state;
@@ -18,6 +20,7 @@
 #include "harness/core/model.h"
 #include "harness/core/optimizer.h"
 #include "harness/core/params.h"
+#include "harness/core/train_loop.h"
 #include "methods/method.h"
 
 namespace tb::methods {
@@ -103,15 +106,12 @@ class ClassificationTrainer {
   // Accuracy of `examples` under the current weights (used for dev selection); its cost is
   // added to dev_cost() (not to the meter's eval figures, which are the test predictions').
   double accuracy(const std::vector<tasks::Example>& examples);
-  const PassCost& dev_cost() const { return dev_cost_; }
+  const Phase& dev_cost() const { return dev_cost_; }
 
  private:
-  double train_epoch(int64_t epoch, AdamW& opt, int64_t& step, int64_t total_steps);
-  std::vector<std::vector<double>> class_scores(const std::vector<tasks::Example>& examples, PassCost& cost);
-  // The trainable values of every store (ParamStore::snapshot / restore, which keep the
-  // bf16 copies consistent).
-  std::vector<ParamSnapshot> snapshot();
-  void restore(const std::vector<ParamSnapshot>& snap);
+  double train_epoch(int64_t epoch, TrainLoop& loop);
+  // Scores of every example; its cost goes into `cost`, one unit per batch.
+  std::vector<std::vector<double>> class_scores(const std::vector<tasks::Example>& examples, Phase& cost);
   std::vector<ParamStore*> all_stores();
 
   RunContext& ctx_;
@@ -119,7 +119,7 @@ class ClassificationTrainer {
   Adaptation adaptation_;
   std::unique_ptr<ClassifierHead> head_;
   int64_t num_classes_ = 0;
-  PassCost dev_cost_;
+  Phase dev_cost_;
 };
 
 // Count of trainable values across stores (trainable flags set).

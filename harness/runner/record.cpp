@@ -187,6 +187,8 @@ void validate_record(const json& j, const std::string& where) {
     if (!p.is_object() || !p.contains("step") || !p["step"].is_number_integer() || !p.contains("loss") ||
         !(p["loss"].is_number() || p["loss"].is_null()))
       bad(where, "train_info.loss_curve", "entries must be {step: integer, loss: number, ...}");
+  // Optional (records before per-phase timing lack it), type-checked when present.
+  if (j["train_info"].contains("timing")) validate_timing(j["train_info"]["timing"], where);
   for (const auto& [name, m] : j["metrics"].items()) {
     if (name != "slices") {
       validate_metric(m, where, "metrics." + name);
@@ -196,6 +198,72 @@ void validate_record(const json& j, const std::string& where) {
     for (const auto& [slice, ms] : m.items()) {
       if (!ms.is_object()) bad(where, "metrics.slices." + slice, "must be an object");
       for (const auto& [mname, mv] : ms.items()) validate_metric(mv, where, "metrics.slices." + slice + "." + mname);
+    }
+  }
+}
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return NAN;
+  std::sort(values.begin(), values.end());
+  const double rank = std::clamp(p, 0.0, 1.0) * static_cast<double>(values.size() - 1);
+  const auto lo = static_cast<size_t>(std::floor(rank));
+  const size_t hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (values[hi] - values[lo]) * (rank - static_cast<double>(lo));
+}
+
+namespace {
+
+json positive_or_null(double v) { return std::isfinite(v) && v > 0 ? json(v) : json(); }
+
+}  // namespace
+
+json phase_timing_json(double seconds, int64_t tokens, double flops, const std::vector<double>& unit_seconds,
+                       const std::vector<int64_t>& unit_tokens, double peak_flop_per_s) {
+  TB_CHECK(unit_seconds.size() == unit_tokens.size(), "unit seconds and tokens of different lengths");
+  const double flop_per_s = seconds > 0 ? flops / seconds : NAN;
+  json t = {{"seconds", seconds},
+            {"tokens", tokens},
+            {"flops", flops},
+            {"units", static_cast<int64_t>(unit_seconds.size())},
+            {"tokens_per_s", positive_or_null(seconds > 0 ? static_cast<double>(tokens) / seconds : NAN)},
+            {"flop_per_s", positive_or_null(flop_per_s)},
+            {"peak_fraction", positive_or_null(peak_flop_per_s > 0 ? flop_per_s / peak_flop_per_s : NAN)},
+            {"unit_tokens_per_s", json()}};
+  std::vector<double> rates;
+  for (size_t i = 0; i < unit_seconds.size(); ++i)
+    if (unit_seconds[i] > 0) rates.push_back(static_cast<double>(unit_tokens[i]) / unit_seconds[i]);
+  if (!rates.empty())
+    t["unit_tokens_per_s"] = {{"n", static_cast<int64_t>(unit_seconds.size())},
+                              {"median", percentile(rates, 0.5)},
+                              {"p10", percentile(rates, 0.1)},
+                              {"p25", percentile(rates, 0.25)},
+                              {"p75", percentile(rates, 0.75)},
+                              {"p90", percentile(rates, 0.9)}};
+  return t;
+}
+
+void validate_timing(const json& timing, const std::string& where) {
+  if (!timing.is_object()) bad(where, "train_info.timing", "must be an object phase -> figures");
+  for (const auto& [phase, t] : timing.items()) {
+    const std::string at = "train_info.timing." + phase;
+    if (!t.is_object()) bad(where, at, "must be an object");
+    auto need = [&](const char* f, bool ok, const char* what) {
+      if (!t.contains(f)) bad(where, at + "." + f, "missing");
+      if (!ok) bad(where, at + "." + f, std::string("must be ") + what);
+    };
+    need("seconds", t.contains("seconds") && t["seconds"].is_number(), "a number");
+    need("tokens", t.contains("tokens") && t["tokens"].is_number_integer(), "an integer");
+    need("flops", t.contains("flops") && t["flops"].is_number(), "a number");
+    need("units", t.contains("units") && t["units"].is_number_integer(), "an integer");
+    for (const char* f : {"tokens_per_s", "flop_per_s", "peak_fraction"})
+      need(f, t.contains(f) && (t[f].is_number() || t[f].is_null()), "a number or null");
+    need("unit_tokens_per_s", t.contains("unit_tokens_per_s") && (t["unit_tokens_per_s"].is_object() || t["unit_tokens_per_s"].is_null()),
+         "an object or null");
+    const auto& u = t["unit_tokens_per_s"];
+    if (u.is_object()) {
+      if (!u.contains("n") || !u["n"].is_number_integer()) bad(where, at + ".unit_tokens_per_s.n", "missing or not an integer");
+      for (const char* f : {"median", "p10", "p25", "p75", "p90"})
+        if (!u.contains(f) || !u[f].is_number()) bad(where, at + ".unit_tokens_per_s." + f, "missing or not a number");
     }
   }
 }

@@ -45,6 +45,23 @@ struct Record {
 // field (e.g. "x.json: train_info.peak_rss_bytes: missing").
 void validate_record(const nlohmann::json& j, const std::string& where);
 
+// ---- per-phase timing (train_info.timing) -----------------------------------------------
+
+// The value at fraction p (0..1) of `values` by linear interpolation between closest ranks
+// (rank p·(n−1), as numpy's default percentile); NAN for an empty vector.
+double percentile(std::vector<double> values, double p);
+
+// One phase of train_info.timing: {"seconds", "tokens", "flops", "units", "tokens_per_s",
+// "flop_per_s", "peak_fraction", "unit_tokens_per_s"}. Rates are null when not positive;
+// peak_fraction = flop_per_s / peak_flop_per_s (the peak of the precision that ran; null
+// when unknown); unit_tokens_per_s = {"n", "median", "p10", "p25", "p75", "p90"} over each
+// unit's tokens / seconds (units of zero seconds are left out), null when there is none.
+nlohmann::json phase_timing_json(double seconds, int64_t tokens, double flops, const std::vector<double>& unit_seconds,
+                                 const std::vector<int64_t>& unit_tokens, double peak_flop_per_s);
+// Checks one train_info.timing object (phase name -> the object above). FormatError naming
+// `where` and the field.
+void validate_timing(const nlohmann::json& timing, const std::string& where);
+
 // Reads, parses and validates one record file; the file name must match its run_info.
 // FormatError / InputError naming the file.
 Record read_record(const std::filesystem::path& file);

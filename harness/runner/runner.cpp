@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -469,6 +470,9 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
   const fs::path record_file = mc.out / record_filename(plan.item.method, plan.item.task, plan.item.seed);
   json record = {{"run_info", plan.run_info}, {"meta_info", mc.meta}, {"metrics", json::object()}};
   record["run_info"]["threads"] = omp_get_max_threads();
+  // A test fault: every training step slept this long (TrainLoop), so no record hides it.
+  if (const char* delay = std::getenv("TB_TEST_STEP_DELAY_MS"); delay && *delay)
+    record["run_info"]["injected_step_delay_ms"] = TrainLoop::injected_step_delay_ms();
   if (single_threaded) record["run_info"]["threads_note"] = "forced to 1: the runner process had other threads at fork";
   json ti = empty_train_info("ok", "");
   ProgressLine progress(plan.k, plan.n,
@@ -491,8 +495,8 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     methods::Options options(plan.item.method, *plan.options);
     const double t_train_start = now_seconds();
     meter.progress = [&](const std::string& phase, int64_t step, int64_t total, double loss) {
-      const double secs = meter.train_seconds > 0 ? meter.train_seconds : now_seconds() - t_train_start;
-      progress.update(phase, step, total, loss, secs > 0 ? static_cast<double>(meter.train_tokens) / secs : 0.0);
+      const double secs = meter.phase("train").seconds > 0 ? meter.phase("train").seconds : now_seconds() - t_train_start;
+      progress.update(phase, step, total, loss, secs > 0 ? static_cast<double>(meter.phase("train").tokens) / secs : 0.0);
     };
     methods::RunContext ctx{*model, tokenizer, *task, plan.item.seed, options, meter, mc.spec.limit,
                             mc.cache_dir, mc.model_sha, train, dev};
@@ -506,24 +510,25 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     double predict_wall = 0.0, eval_secs = 0.0;
     int64_t eval_tokens = 0;
     double eval_flops = 0.0;
+    std::vector<UnitCost> eval_units;  // the reported prediction's batches
     if (meter.status == "diverged") {
       ti["status"] = "diverged";
       ti["message"] = meter.status_message.empty() ? "training diverged" : meter.status_message;
     } else {
       TB_CHECK(meter.status == "ok", "method " << plan.item.method << " set meter status '" << meter.status << "'");
       progress.update("predict", 0, 0, NAN, 0);
-      const int64_t tokens_before = meter.eval_tokens;
-      const double flops_before = meter.eval_flops;
-      const double seconds_before = meter.eval_seconds;
+      const methods::Phase before = meter.phase("test_eval");
       const double t1 = now_seconds();
       const auto preds = method->predict(ctx, test);
       predict_wall = now_seconds() - t1;
-      eval_tokens = meter.eval_tokens - tokens_before;
-      eval_flops = meter.eval_flops - flops_before;
+      const methods::Phase& after = meter.phase("test_eval");
+      eval_tokens = after.tokens - before.tokens;
+      eval_flops = after.flops - before.flops;
       // A method that runs passes besides the reported prediction meters the prediction's
       // own seconds; otherwise the whole predict() is the prediction.
-      const double metered = meter.eval_seconds - seconds_before;
+      const double metered = after.seconds - before.seconds;
       eval_secs = metered > 0 ? std::min(metered, predict_wall) : predict_wall;
+      eval_units.assign(after.units.begin() + static_cast<int64_t>(before.units.size()), after.units.end());
       if (preds.size() != test.size())
         throw Error("method " + plan.item.method + " returned " + std::to_string(preds.size()) + " predictions for " +
                     std::to_string(test.size()) + " test examples");
@@ -553,12 +558,13 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
 
     const int64_t total_params = model->params().num_params();
     const int64_t trainable = method->trainable_params();
-    const double train_secs = meter.train_seconds > 0 ? meter.train_seconds : train_wall;
+    // The train phase's seconds when the method metered training steps, else all of prepare().
+    const double train_secs = meter.phase("train").seconds > 0 ? meter.phase("train").seconds : train_wall;
     // The peak of the precision the run's matmuls ran in.
     const char* peak_key = mc.spec.precision == "bf16" ? "matmul_peak_bf16_gflop_per_s" : "matmul_peak_gflop_per_s";
     const double peak_gflops =
         mc.meta.contains(peak_key) && mc.meta[peak_key].is_number() ? mc.meta[peak_key].get<double>() : NAN;
-    const double train_fps = train_secs > 0 && meter.train_flops > 0 ? meter.train_flops / train_secs : NAN;
+    const double train_fps = train_secs > 0 && meter.phase("train").flops > 0 ? meter.phase("train").flops / train_secs : NAN;
     const double eval_fps = eval_secs > 0 && eval_flops > 0 ? eval_flops / eval_secs : NAN;
     ti["total_params"] = total_params;
     ti["trainable_params"] = trainable;
@@ -578,8 +584,8 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     ti["prepare_seconds"] = train_wall;
     ti["cache_hit"] = meter.cache_hit;
     if (meter.cache_hit) ti["cached_cost"] = meter.cached_cost;
-    ti["train_tokens"] = meter.train_tokens;
-    ti["train_tokens_per_s"] = null_if_not_positive(train_secs > 0 ? static_cast<double>(meter.train_tokens) / train_secs : NAN);
+    ti["train_tokens"] = meter.phase("train").tokens;
+    ti["train_tokens_per_s"] = null_if_not_positive(train_secs > 0 ? static_cast<double>(meter.phase("train").tokens) / train_secs : NAN);
     ti["steps"] = meter.steps;
     ti["epochs"] = meter.epochs;
     json curve = json::array();
@@ -593,12 +599,28 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     ti["predict_seconds"] = predict_wall;
     ti["eval_tokens"] = eval_tokens;
     ti["eval_tokens_per_s"] = null_if_not_positive(eval_secs > 0 ? static_cast<double>(eval_tokens) / eval_secs : NAN);
-    ti["train_flops"] = meter.train_flops;
+    ti["train_flops"] = meter.phase("train").flops;
     ti["eval_flops"] = eval_flops;
     ti["train_flop_per_s"] = null_if_not_positive(train_fps);
     ti["eval_flop_per_s"] = null_if_not_positive(eval_fps);
     ti["train_peak_fraction"] = null_if_not_positive(train_fps / (peak_gflops * 1e9));
     ti["eval_peak_fraction"] = null_if_not_positive(eval_fps / (peak_gflops * 1e9));
+    // Per phase: the record's train and test figures above, and every other phase the
+    // method metered (dev_eval, ...), each with the spread of its units' speed.
+    json timing = json::object();
+    auto add_phase = [&](const std::string& name, double seconds, int64_t tokens, double flops,
+                         const std::vector<UnitCost>& units) {
+      std::vector<double> us;
+      std::vector<int64_t> ut;
+      for (const auto& u : units) us.push_back(u.seconds), ut.push_back(u.tokens);
+      timing[name] = phase_timing_json(seconds, tokens, flops, us, ut, peak_gflops * 1e9);
+    };
+    const auto& train_phase = meter.phase("train");
+    add_phase("train", train_secs, train_phase.tokens, train_phase.flops, train_phase.units);
+    add_phase("test_eval", eval_secs, eval_tokens, eval_flops, eval_units);
+    for (const auto& [name, ph] : meter.phases)
+      if (name != "train" && name != "test_eval") add_phase(name, ph.seconds, ph.tokens, ph.flops, ph.units);
+    ti["timing"] = timing;
     ti["details"] = meter.details.is_object() ? meter.details : json{{"value", meter.details}};
     record["metrics"] = metrics;
   } catch (const std::bad_alloc&) {

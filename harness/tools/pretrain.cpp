@@ -20,7 +20,7 @@
 #include "harness/base/errors.h"
 #include "harness/base/files.h"
 #include "harness/core/model_io.h"
-#include "harness/core/optimizer.h"
+#include "harness/core/train_loop.h"
 #include "harness/core/safetensors.h"
 #include "harness/core/tokenizer.h"
 #include "harness/runner/machine.h"
@@ -71,6 +71,7 @@ struct TrainState {
   int64_t step = 0;
   int64_t total_steps = 0;
   double train_seconds = 0.0;
+  double train_flops = 0.0;  // the model's own count of the steps' matmuls (Model::flop_count)
   std::vector<std::pair<int64_t, double>> curve;  // (step, mean loss since last point)
 };
 
@@ -79,6 +80,7 @@ nlohmann::json state_json(const TrainState& s, const PretrainOptions& o) {
   j["step"] = s.step;
   j["total_steps"] = s.total_steps;
   j["train_seconds"] = s.train_seconds;
+  j["train_flops"] = s.train_flops;
   j["seed"] = o.seed;
   j["curve"] = nlohmann::json::array();
   for (auto& [st, l] : s.curve) j["curve"].push_back({st, l});
@@ -288,6 +290,7 @@ void pretrain(const PretrainOptions& o) {
     st.step = j["step"];
     st.total_steps = j["total_steps"];
     st.train_seconds = j["train_seconds"];
+    st.train_flops = j.value("train_flops", 0.0);  // absent in checkpoints made before it was counted
     for (auto& p : j["curve"]) st.curve.emplace_back(p[0].get<int64_t>(), p[1].get<double>());
     say("pretrain: resuming at step " + std::to_string(st.step) + " of " + std::to_string(st.total_steps) + "\n");
   } else {
@@ -297,18 +300,24 @@ void pretrain(const PretrainOptions& o) {
   auto& params = model->params();
   params.set_all_trainable(true);
   params.allocate_grads();
-  AdamWConfig acfg;
-  acfg.lr = o.lr;
-  acfg.beta1 = 0.9f;
-  acfg.beta2 = 0.95f;
-  acfg.weight_decay = o.weight_decay;
-  acfg.clip_norm = o.clip;
-  auto opt = AdamW::for_stores({&params}, acfg);
+  TrainLoopConfig lcfg;
+  lcfg.adamw.lr = o.lr;
+  lcfg.adamw.beta1 = 0.9f;
+  lcfg.adamw.beta2 = 0.95f;
+  lcfg.adamw.weight_decay = o.weight_decay;
+  lcfg.adamw.clip_norm = o.clip;
+  lcfg.schedule = Schedule::cosine;
+  lcfg.warmup_steps = o.warmup;
+  lcfg.total_steps = st.total_steps;
+  lcfg.min_lr_ratio = o.min_lr_ratio;
+  lcfg.record_curve = false;  // the curve holds window means (TrainState::curve)
+  TrainLoop loop({&params}, lcfg, model.get());
+  AdamW& opt = loop.optimizer();
   if (resuming) {
     const auto f = SafetensorsFile::open(ckpt / "optimizer.safetensors");
     f.read_f32("adamw.m", std::span<float>(opt.first_moments(), static_cast<size_t>(opt.state_count())));
     f.read_f32("adamw.v", std::span<float>(opt.second_moments(), static_cast<size_t>(opt.state_count())));
-    opt.set_steps(st.step);
+    loop.set_steps(st.step);
   }
 
   const int64_t B = o.batch, T = o.seq, tps = B * T;
@@ -326,24 +335,29 @@ void pretrain(const PretrainOptions& o) {
   auto clock = [] { return std::chrono::steady_clock::now(); };
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
 
+  // One step of the training loop at step `step` (the loop's own count, kept equal to it).
   auto run_step = [&](int64_t step) -> float {
-    fill_batch(step);
-    params.zero_grads();
-    model->forward(x.data(), B, T, nullptr, true);
-    const float loss = model->lm_loss(y.data());
-    if (!std::isfinite(loss)) throw Error("pretrain: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
-    model->backward_lm();
-    const float lr = schedule_lr(Schedule::cosine, o.lr, step, o.warmup, st.total_steps, o.min_lr_ratio);
-    opt.step(lr);
+    TB_CHECK(loop.steps() == step, "pretrain: step " << step << " out of order (loop at " << loop.steps() << ")");
+    float loss = 0.0f;
+    const bool ok = loop.step([&]() -> StepResult {
+      fill_batch(step);
+      model->forward(x.data(), B, T, nullptr, true);
+      loss = model->lm_loss(y.data());
+      if (std::isfinite(loss)) model->backward_lm();
+      return {loss, tps};
+    });
+    if (!ok) throw Error("pretrain: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
     return loss;
   };
 
   if (st.total_steps == 0) {
     if (o.tokens > 0) {
       st.total_steps = (o.tokens + tps - 1) / tps;
+      loop.set_total_steps(st.total_steps);
     } else {
       // Time the first steps (they are real training steps, kept) to size the run.
       st.total_steps = 1 << 30;
+      loop.set_total_steps(st.total_steps);
       const auto t0 = clock();
       double sum = 0;
       const int64_t probe = 3;
@@ -351,7 +365,9 @@ void pretrain(const PretrainOptions& o) {
       const double per_step = secs(t0, clock()) / probe;
       st.step = probe;
       st.train_seconds += per_step * probe;
+      st.train_flops += loop.total().flops;
       st.total_steps = std::max<int64_t>(probe + 1, static_cast<int64_t>(o.minutes * 60.0 / per_step));
+      loop.set_total_steps(st.total_steps);
       st.curve.emplace_back(probe, sum / probe);
       say("pretrain: " + fmt("%.2f", per_step) + " s/step -> " + std::to_string(st.total_steps) + " steps\n");
     }
@@ -362,11 +378,11 @@ void pretrain(const PretrainOptions& o) {
   auto last_ckpt = clock();
   const int64_t log_every = std::max<int64_t>(1, st.total_steps / 200);
   while (st.step < st.total_steps) {
-    const auto t0 = clock();
     window += run_step(st.step);
     ++window_n;
     ++st.step;
-    st.train_seconds += secs(t0, clock());
+    st.train_seconds += loop.units().back().seconds;
+    st.train_flops += loop.units().back().flops;
     if (st.step % log_every == 0 || st.step == st.total_steps) {
       st.curve.emplace_back(st.step, window / window_n);
       const double tok_s = double(st.step) * tps / std::max(1e-9, st.train_seconds);
@@ -444,7 +460,8 @@ void pretrain(const PretrainOptions& o) {
        << ", batches of " << B << " × " << T << " tokens drawn at seeded random offsets of the token stream.\n\n"
        << "| | |\n|---|---|\n| steps | " << st.step << " |\n| tokens seen | " << st.step * tps << " |\n"
        << "| training time | " << hms(st.train_seconds) << " (" << fmt("%.0f", st.step * tps / std::max(1e-9, st.train_seconds))
-       << " tokens/s) |\n| machine | " << runner::machine_info().summary() << " |\n\n"
+       << " tokens/s) |\n| training FLOPs (the model's count of its matmuls) | " << fmt("%.4g", st.train_flops) << " ("
+       << fmt("%.3g", st.train_flops / std::max(1e-9, st.train_seconds) / 1e9) << " GFLOP/s) |\n| machine | " << runner::machine_info().summary() << " |\n\n"
        << "## Corpus\n\n" << corpus_info["documents"].get<int64_t>() << " documents, " << corpus_info["bytes"].get<int64_t>()
        << " bytes, " << corpus_info["tokens"].get<int64_t>()
        << " tokens. Every dev/test item of the task suite and every `heldout-lm` unit was removed (exact match after "

@@ -57,7 +57,7 @@ TEST(Icl, KZeroEqualsZeroShotScoring) {
   EXPECT_EQ(method->trainable_params(), 0);
   EXPECT_EQ(method->save_adaptation(f.dir), 0);
   EXPECT_EQ(f.meter.details["by_k"]["0"]["truncated_prompts"], 0);
-  EXPECT_GT(f.meter.eval_tokens, 0);
+  EXPECT_GT(f.meter.phase("test_eval").tokens, 0);
   EXPECT_GT(f.meter.memory["kv_cache"], 0);
 }
 
@@ -242,10 +242,10 @@ TEST(Icl, EvalFiguresAreTheReportedKsAlone) {
   tb::methods::Meter one, several;
   const double model_one = run("2", one);
   const double model_several = run("0,1,2", several);
-  EXPECT_EQ(several.eval_tokens, one.eval_tokens);
-  EXPECT_DOUBLE_EQ(several.eval_flops, one.eval_flops);
-  EXPECT_DOUBLE_EQ(one.eval_flops, model_one);  // the model's own count of the pass
-  EXPECT_DOUBLE_EQ(several.eval_flops + several.details["other_k_eval"]["flops"].get<double>(), model_several);
+  EXPECT_EQ(several.phase("test_eval").tokens, one.phase("test_eval").tokens);
+  EXPECT_DOUBLE_EQ(several.phase("test_eval").flops, one.phase("test_eval").flops);
+  EXPECT_DOUBLE_EQ(one.phase("test_eval").flops, model_one);  // the model's own count of the pass
+  EXPECT_DOUBLE_EQ(several.phase("test_eval").flops + several.details["other_k_eval"]["flops"].get<double>(), model_several);
   EXPECT_GT(several.details["other_k_eval"]["tokens"].get<int64_t>(), 0);
   EXPECT_EQ(one.details["other_k_eval"]["tokens"].get<int64_t>(), 0);
 }

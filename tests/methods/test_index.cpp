@@ -153,12 +153,12 @@ TEST(Index, BuildsOnceReusesAndRebuildsOnAChangedModel) {
   EXPECT_GT(d["chunks"].get<int64_t>(), static_cast<int64_t>(kWords.size()));  // long documents span chunks
   EXPECT_GT(d["db_bytes"].get<int64_t>(), 0);
   EXPECT_GT(f.meter.memory["index"], 0);
-  EXPECT_GT(f.meter.train_tokens, 0);  // the build is prepare-phase work
+  EXPECT_GT(f.meter.phase("train").tokens, 0);  // the build is prepare-phase work
 
   d = f.run({}, "model-a", cache, &second);
   EXPECT_FALSE(d["index_rebuilt"].get<bool>());
   EXPECT_FALSE(d["hnsw_rebuilt"].get<bool>());
-  EXPECT_EQ(f.meter.train_tokens, 0);
+  EXPECT_EQ(f.meter.phase("train").tokens, 0);
   for (size_t i = 0; i < first.size(); ++i) {
     EXPECT_EQ(first[i].ranking, second[i].ranking);
     EXPECT_EQ(first[i].label, second[i].label);
@@ -324,14 +324,14 @@ TEST(Index, ClosedBookAccuracyIsARecordMetricEqualToTheDetails) {
 TEST(Index, ClosedBookPassIsNotChargedToTheEvalFigures) {
   RetrievalFixture f;
   f.run({}, "m", f.dir / "cache");
-  const int64_t tokens_with = f.meter.eval_tokens;
-  const double flops_with = f.meter.eval_flops;
+  const int64_t tokens_with = f.meter.phase("test_eval").tokens;
+  const double flops_with = f.meter.phase("test_eval").flops;
   ASSERT_TRUE(f.meter.details.contains("closed_book_eval"));
   EXPECT_GT(f.meter.details["closed_book_eval"]["tokens"].get<int64_t>(), 0);
   EXPECT_GT(f.meter.details["closed_book_eval"]["flops"].get<double>(), 0.0);
   f.run({{"closed-book", "false"}}, "m", f.dir / "cache");
   EXPECT_FALSE(f.meter.details.contains("closed_book_eval"));
-  EXPECT_EQ(f.meter.eval_tokens, tokens_with);
-  EXPECT_DOUBLE_EQ(f.meter.eval_flops, flops_with);
-  EXPECT_GT(f.meter.eval_flops, 0.0);
+  EXPECT_EQ(f.meter.phase("test_eval").tokens, tokens_with);
+  EXPECT_DOUBLE_EQ(f.meter.phase("test_eval").flops, flops_with);
+  EXPECT_GT(f.meter.phase("test_eval").flops, 0.0);
 }

@@ -144,14 +144,14 @@ TEST(Trainer, FeatureMethodLearnsAndCachesFeatures) {
   // A cache hit is recorded as one, with the cost measured when the cache was made; it
   // never passes off a near-zero extraction time as a measurement.
   EXPECT_FALSE(f.meter.cache_hit);
-  EXPECT_GT(f.meter.train_tokens, 0);
-  EXPECT_GT(f.meter.train_flops, 0.0);
+  EXPECT_GT(f.meter.phase("train").tokens, 0);
+  EXPECT_GT(f.meter.phase("train").flops, 0.0);
   EXPECT_TRUE(meter2.cache_hit);
-  EXPECT_EQ(meter2.train_tokens, 0);
-  EXPECT_EQ(meter2.train_flops, 0.0);
+  EXPECT_EQ(meter2.phase("train").tokens, 0);
+  EXPECT_EQ(meter2.phase("train").flops, 0.0);
   ASSERT_TRUE(meter2.cached_cost.contains("train"));
-  EXPECT_EQ(meter2.cached_cost["train"]["tokens"].get<int64_t>(), f.meter.train_tokens);
-  EXPECT_DOUBLE_EQ(meter2.cached_cost["train"]["flops"].get<double>(), f.meter.train_flops);
+  EXPECT_EQ(meter2.cached_cost["train"]["tokens"].get<int64_t>(), f.meter.phase("train").tokens);
+  EXPECT_DOUBLE_EQ(meter2.cached_cost["train"]["flops"].get<double>(), f.meter.phase("train").flops);
   EXPECT_GT(meter2.cached_cost["train"]["seconds"].get<double>(), 0.0);
 }
 
@@ -188,19 +188,19 @@ TEST(Trainer, MeterCountsTheTrainingStepsAndTheTestPredictionsAlone) {
     ASSERT_EQ(f.meter.epochs, 3) << name;
     int64_t real = 0;
     for (const auto& ex : f.train) real += head_tokens(*f.tok, ex.text, 128);
-    EXPECT_EQ(f.meter.train_tokens, 3 * real) << name;
+    EXPECT_EQ(f.meter.phase("train").tokens, 3 * real) << name;
     const auto& dev = f.meter.details["dev_eval"];
     int64_t dev_real = 0;
     for (const auto& ex : f.dev) dev_real += head_tokens(*f.tok, ex.text, 128);
     EXPECT_EQ(dev["tokens"].get<int64_t>(), 3 * dev_real) << name;
-    EXPECT_GT(f.meter.train_flops, 0.0) << name;
-    EXPECT_NEAR(f.meter.train_flops + dev["flops"].get<double>(), f1 - f0, 1e-9 * (f1 - f0)) << name;
-    EXPECT_GT(f.meter.train_seconds, 0.0) << name;
+    EXPECT_GT(f.meter.phase("train").flops, 0.0) << name;
+    EXPECT_NEAR(f.meter.phase("train").flops + dev["flops"].get<double>(), f1 - f0, 1e-9 * (f1 - f0)) << name;
+    EXPECT_GT(f.meter.phase("train").seconds, 0.0) << name;
     EXPECT_GT(dev["seconds"].get<double>(), 0.0) << name;
-    EXPECT_LE(f.meter.train_seconds + dev["seconds"].get<double>(), prepare_s) << name;
+    EXPECT_LE(f.meter.phase("train").seconds + dev["seconds"].get<double>(), prepare_s) << name;
 
-    const int64_t tokens_before = f.meter.eval_tokens;
-    const double flops_before = f.meter.eval_flops;
+    const int64_t tokens_before = f.meter.phase("test_eval").tokens;
+    const double flops_before = f.meter.phase("test_eval").flops;
     const double g0 = f.model->flop_count();
     m->predict(ctx, f.test);
     const double model_eval = f.model->flop_count() - g0;
@@ -216,8 +216,8 @@ TEST(Trainer, MeterCountsTheTrainingStepsAndTheTestPredictionsAlone) {
       }
       closed_form += tb::Model::forward_flops(f.model->config(), static_cast<int64_t>(e - s), T);
     }
-    EXPECT_EQ(f.meter.eval_tokens - tokens_before, test_real) << name;
-    EXPECT_DOUBLE_EQ(f.meter.eval_flops - flops_before, model_eval) << name;
+    EXPECT_EQ(f.meter.phase("test_eval").tokens - tokens_before, test_real) << name;
+    EXPECT_DOUBLE_EQ(f.meter.phase("test_eval").flops - flops_before, model_eval) << name;
     EXPECT_NEAR(model_eval, closed_form, 1e-9 * closed_form) << name;
   }
 }
@@ -246,10 +246,10 @@ TEST(Trainer, LmObjectivePrependsBosLikeEveryLmScoredPrompt) {
     }
     return n;
   };
-  EXPECT_EQ(f.meter.train_tokens, tokens_of(f.train));
-  const int64_t before = f.meter.eval_tokens;
+  EXPECT_EQ(f.meter.phase("train").tokens, tokens_of(f.train));
+  const int64_t before = f.meter.phase("test_eval").tokens;
   m->predict(ctx, f.test);
-  EXPECT_EQ(f.meter.eval_tokens - before, tokens_of(f.test));
+  EXPECT_EQ(f.meter.phase("test_eval").tokens - before, tokens_of(f.test));
 }
 
 TEST(Trainer, BadOptionValuesAreInputErrors) {

@@ -2,11 +2,13 @@
 // softprompt and feature against counts this test makes itself — train tokens = the train
 // split's real tokens × epochs, eval tokens = the test split's real tokens, rates = figure /
 // seconds, the peak fraction ≤ 1 and divided by the peak of the precision that ran, measured
-// at the profiler's size — and the same seed twice gives bitwise-identical metrics and counts.
+// at the profiler's size, train_info.timing's phases carrying exactly the flat figures — and the
+// same seed twice gives bitwise-identical metrics and counts.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "harness/core/dnnl/dnn.h"
 #include "harness/runner/meter.h"
@@ -57,6 +59,37 @@ class RecordConformance : public RunnerTest {
     EXPECT_LE(ti["eval_seconds"].get<double>(), ti["predict_seconds"].get<double>());
     EXPECT_FALSE(ti["cache_hit"].get<bool>());
   }
+
+  // train_info.timing: the flat train_* / eval_* figures are the train and test_eval phases'
+  // own, the rates follow from each phase's figures, and the per-unit spread is ordered.
+  static void check_timing(const json& rec) {
+    const auto& ti = rec["train_info"];
+    ASSERT_TRUE(ti.contains("timing") && ti["timing"].is_object());
+    const auto& tm = ti["timing"];
+    for (const auto& [phase, side] : {std::pair<std::string, std::string>{"train", "train"}, {"test_eval", "eval"}}) {
+      SCOPED_TRACE(phase);
+      ASSERT_TRUE(tm.contains(phase));
+      const auto& t = tm[phase];
+      EXPECT_EQ(t["tokens"].get<int64_t>(), ti[side + "_tokens"].get<int64_t>());
+      EXPECT_EQ(t["seconds"].get<double>(), ti[side + "_seconds"].get<double>());
+      EXPECT_EQ(t["flops"].get<double>(), ti[side + "_flops"].get<double>());
+      for (const char* f : {"tokens_per_s", "flop_per_s", "peak_fraction"})
+        EXPECT_EQ(t[f].dump(), ti[side + "_" + f].dump()) << f;
+      if (t["peak_fraction"].is_number()) {
+        EXPECT_LE(t["peak_fraction"].get<double>(), 1.0);
+      }
+      const auto& u = t["unit_tokens_per_s"];
+      if (t["units"].get<int64_t>() > 0) {
+        ASSERT_TRUE(u.is_object());
+        EXPECT_EQ(u["n"].get<int64_t>(), t["units"].get<int64_t>());
+        EXPECT_LE(u["p10"].get<double>(), u["p25"].get<double>());
+        EXPECT_LE(u["p25"].get<double>(), u["median"].get<double>());
+        EXPECT_LE(u["median"].get<double>(), u["p75"].get<double>());
+        EXPECT_LE(u["p75"].get<double>(), u["p90"].get<double>());
+        EXPECT_GT(u["p10"].get<double>(), 0.0);
+      }
+    }
+  }
 };
 
 TEST_F(RecordConformance, TrainingMethodsCountWhatTheyRanAndRepeatBitForBit) {
@@ -88,11 +121,44 @@ TEST_F(RecordConformance, TrainingMethodsCountWhatTheyRanAndRepeatBitForBit) {
     EXPECT_EQ(ti["train_tokens"].get<int64_t>(), epochs * train_real);
     EXPECT_EQ(ti["eval_tokens"].get<int64_t>(), test_real);
     check_rates(ra.json, "matmul_peak_gflop_per_s");
+    check_timing(ra.json);
+    EXPECT_FALSE(ra.json["run_info"].contains("injected_step_delay_ms"));
+    const auto& tm = ti["timing"];
+    if (method != "feature") {
+      // One unit per training step and one per test batch (batch 2) or per lm scoring call.
+      EXPECT_EQ(tm["train"]["units"].get<int64_t>(), ti["steps"].get<int64_t>());
+      EXPECT_GT(tm["test_eval"]["units"].get<int64_t>(), 0);
+      // The per-epoch dev passes are their own phase, the figures details.dev_eval reports.
+      ASSERT_TRUE(tm.contains("dev_eval"));
+      const auto& dev = ti["details"]["dev_eval"];
+      EXPECT_EQ(tm["dev_eval"]["tokens"].get<int64_t>(), dev["tokens"].get<int64_t>());
+      EXPECT_EQ(tm["dev_eval"]["flops"].get<double>(), dev["flops"].get<double>());
+      EXPECT_EQ(tm["dev_eval"]["units"].get<int64_t>(), tm["dev_eval"]["unit_tokens_per_s"]["n"].get<int64_t>());
+    }
     // The same seed: bitwise-identical metrics and counts (timing fields aside).
     EXPECT_EQ(ra.json["metrics"].dump(), rb.json["metrics"].dump());
     for (const char* k : {"train_tokens", "eval_tokens", "train_flops", "eval_flops", "steps", "loss_curve"})
       EXPECT_EQ(ti[k].dump(), rb.json["train_info"][k].dump()) << k;
   }
+}
+
+// TB_TEST_STEP_DELAY_MS (a test fault) slows every training step and is written into the
+// record, so a slowed run can never pass for a normal one.
+TEST_F(RecordConformance, InjectedStepDelayShowsInTheRecordAndInEveryStep) {
+  const std::string flags = "--head.epochs 1 --head.batch 2 --head.max-length 24";
+  ASSERT_EQ(::setenv("TB_TEST_STEP_DELAY_MS", "40", 1), 0);  // inherited by the CLI's process
+  const auto r = cli(run_args("head", dir_ / "slow", flags));
+  ASSERT_EQ(::unsetenv("TB_TEST_STEP_DELAY_MS"), 0);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rec = runner::read_record(dir_ / "slow" / "head__tiny-sst2__seed0.json");
+  ASSERT_EQ(rec.status, "ok") << rec.message;
+  EXPECT_EQ(rec.json["run_info"]["injected_step_delay_ms"].get<int64_t>(), 40);
+  const auto& ti = rec.json["train_info"];
+  const auto& train = ti["timing"]["train"];
+  const int64_t steps = ti["steps"].get<int64_t>();
+  ASSERT_GT(steps, 0);
+  EXPECT_GE(train["seconds"].get<double>(), 0.040 * static_cast<double>(steps));
+  EXPECT_GE(ti["train_seconds"].get<double>(), 0.040 * static_cast<double>(steps));
 }
 
 // `tunebench profile` and the records measure the peak the same way, at the same size.

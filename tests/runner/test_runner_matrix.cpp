@@ -46,7 +46,7 @@ class FaultyMethod : public methods::Method {
           for (int64_t i = 0; i < p.numel(); ++i) p.data[i] *= 3.0f;
       ctx.meter.steps = 5;
       ctx.meter.epochs = 1;
-      ctx.meter.train_tokens = 1000;
+      ctx.meter.phase("train").tokens = 1000;
       ctx.meter.loss_curve = {{1, 0.9}, {5, 0.5, 0.75}};
       ctx.meter.memory["weights"] = 123;
       ctx.meter.metrics.push_back({"kl", 0.25, 0.01, false});
