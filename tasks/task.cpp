@@ -155,7 +155,19 @@ TaskSpec parse_task_spec(const std::filesystem::path& file) {
   } catch (const po::multiple_occurrences& e) {
     throw InputError(f + ": key '" + e.get_option_name() + "' given more than once");
   } catch (const po::error& e) {
-    throw InputError(f + ": " + e.what());
+    // Not e.what(): Boost fills its message template with the offending line, in a loop that
+    // never ends when the line contains a placeholder such as %value% (found by fuzzing).
+    // The first line that is not blank, a comment, [section] or key = value is named instead.
+    std::ifstream again(file);
+    std::string line;
+    for (int n = 1; std::getline(again, line); ++n) {
+      const auto t = line.find_first_not_of(" \t\r");
+      if (t == std::string::npos || line[t] == '#' || line[t] == ';') continue;
+      if (line[t] == '[' && line.find(']', t) != std::string::npos) continue;
+      if (line.find('=') != std::string::npos) continue;
+      throw InputError(f + ":" + std::to_string(n) + ": not 'key = value', '[section]' or a comment");
+    }
+    throw InputError(f + ": invalid task spec syntax");
   }
   auto get = [&](const char* key) { return vm.count(key) ? vm[key].as<std::string>() : std::string(); };
   auto key_error = [&](const std::string& key, const std::string& msg) {

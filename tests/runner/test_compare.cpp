@@ -176,6 +176,29 @@ TEST_F(CompareCli, TheSuiteWallTimeIsJudgedLikeSpeed) {
   EXPECT_EQ(compare().exit_code, 0) << compare().out;
 }
 
+// Records of real runs made by bench/speed_gate.sh (see tests/runner/fixtures/speed_gate/README.md:
+// the machine, the load and the command): two identical runs under a competing busy process
+// must pass the gate, and the same runs with an injected per-step delay (a 30% drop of the
+// slowest-stepping run's training throughput) must fail it on the training speed.
+TEST_F(CompareCli, RealRunsIdenticalUnderLoadPassAndAnInjectedSlowdownFails) {
+  const fs::path g = fixtures() / "speed_gate";
+  auto gate = [&](const char* cur) {
+    return run("compare " + shell_quote((g / "baseline").string()) + " " + shell_quote((g / cur).string()));
+  };
+  auto r = gate("identical");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("0 regressions"), std::string::npos) << r.out;
+  r = gate("slowed");
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  for (const char* m : {"head", "lora"})
+    EXPECT_TRUE(names_regression(r.out, std::string(m) + " / spam / seed 0", "timing.train.tokens_per_s")) << m << "\n" << r.out;
+  // The slowed records say that they were slowed, and by how much.
+  for (const auto& e : fs::directory_iterator(g / "slowed"))
+    EXPECT_GT(read_json(e.path())["run_info"].value("injected_step_delay_ms", 0), 0) << e.path();
+  for (const auto& e : fs::directory_iterator(g / "identical"))
+    EXPECT_FALSE(read_json(e.path())["run_info"].contains("injected_step_delay_ms")) << e.path();
+}
+
 TEST_F(CompareCli, AMemoryRiseIsARegression) {
   edit("lora__sentiment-imdb__seed1.json", [](auto& j) {
     j["train_info"]["peak_rss_bytes"] = static_cast<int64_t>(96 * 1.2 * 1024 * 1024);

@@ -266,5 +266,13 @@ TEST_F(RunnerFaults, AMillionRunSuiteIsPlannedAndStarts) {
   EXPECT_NE(dup.err.find("seed 77777 is listed twice"), std::string::npos) << dup.err;
 }
 
+// Boost.ProgramOptions loops forever formatting an error whose argument contains one of its
+// placeholders (found by fuzzing the task INI): the CLI must answer in one line, exit 2.
+TEST_F(RunnerFaults, AnArgumentContainingAPlaceholderIsAnErrorNotAHang) {
+  const auto r = cli("run --limit %value% --out " + shell_quote((dir_ / "x").string()));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("invalid value --limit"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace tb::testing
