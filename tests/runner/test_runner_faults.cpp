@@ -29,10 +29,13 @@ class RunnerFaults : public RunnerTest {
   const std::string flags_ = "--seeds 0,1,2 --head.epochs 2";
 
   // Starts `tunebench run` into `out` in the background; returns its pid.
-  pid_t start(const fs::path& out, const std::string& extra = "") const {
+  // step_delay_ms > 0 slows every training step (TB_TEST_STEP_DELAY_MS), so that a signal
+  // sent after the first record still finds the matrix running on a loaded machine.
+  pid_t start(const fs::path& out, const std::string& extra = "", int step_delay_ms = 0) const {
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setenv("OMP_NUM_THREADS", "1", 1);
+      if (step_delay_ms > 0) ::setenv("TB_TEST_STEP_DELAY_MS", std::to_string(step_delay_ms).c_str(), 1);
       const std::string cmd =
           "exec " + shell_quote(TB_CLI) + " " + run_args(methods_, out, flags_ + " " + extra) + " >/dev/null 2>&1";
       ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
@@ -131,7 +134,9 @@ TEST_F(RunnerFaults, SigkillAtTwentyMomentsThenResumeEqualsAnUninterruptedRun) {
 TEST_F(RunnerFaults, SigtermStopsTheRunRecordsItInterruptedAndResumeFinishesIt) {
   const fs::path ref = dir_ / "reference", out = dir_ / "term";
   ASSERT_EQ(cli(run_args(methods_, ref, flags_)).exit_code, 0);
-  const pid_t pid = start(out);
+  // The whole matrix takes about a second; 300 ms per head step keeps it running well past
+  // the first record (a descheduled test could otherwise signal a finished matrix).
+  const pid_t pid = start(out, "", 300);
   // SIGTERM as soon as the first record exists: the matrix is between or inside runs.
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (Clock::now() < deadline && (!fs::exists(out) || record_names(out).empty()))
