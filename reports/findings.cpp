@@ -113,14 +113,6 @@ std::string why_missing(const TaskSection& s, const std::string& method) {
 // A ratio a / b when both are finite and b is positive, NAN otherwise.
 double ratio(double a, double b) { return std::isfinite(a) && std::isfinite(b) && b > 0 ? a / b : NAN; }
 
-double mean_finite(const std::vector<double>& v) {
-  double s = 0;
-  int n = 0;
-  for (double x : v)
-    if (std::isfinite(x)) s += x, ++n;
-  return n ? s / n : NAN;
-}
-
 ReportFinding make(Question q, Verdict v, const std::string& task, std::string text,
              std::vector<std::pair<std::string, double>> numbers = {}) {
   ReportFinding f;

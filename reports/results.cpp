@@ -24,14 +24,6 @@ double number(const json& j, const char* section, const char* field) {
   return v.is_number() ? v.get<double>() : NAN;
 }
 
-// Mean of the finite values, NAN when there are none.
-double mean(const std::vector<double>& v) {
-  double s = 0;
-  int n = 0;
-  for (double x : v)
-    if (std::isfinite(x)) s += x, ++n;
-  return n ? s / n : NAN;
-}
 
 // Position of a method in the given order; unknown names after it.
 std::size_t method_rank(const std::vector<std::string>& order, const std::string& method) {
@@ -50,8 +42,8 @@ std::pair<double, double> combine(const std::vector<const Record*>& runs, const 
     ses.push_back(r->metric_stderr(metric));
   }
   if (vals.empty()) return {NAN, NAN};
-  const double m = mean(vals);
-  const double se = mean(ses);
+  const double m = mean_finite(vals);
+  const double se = mean_finite(ses);
   double var = 0;
   for (double v : vals) var += (v - m) * (v - m);
   const double n = static_cast<double>(vals.size());
@@ -120,7 +112,7 @@ MethodRow make_row(const std::string& method, const std::string& hash, std::vect
   auto over_ok = [&](const char* section, const char* field) {
     std::vector<double> v;
     for (const auto* r : ok) v.push_back(number(r->json, section, field));
-    return mean(v);
+    return mean_finite(v);
   };
   row.total_params = over_ok("train_info", "total_params");
   row.trainable_params = over_ok("train_info", "trainable_params");
@@ -133,7 +125,7 @@ MethodRow make_row(const std::string& method, const std::string& hash, std::vect
   for (const auto& k : memory_keys()) {
     std::vector<double> v;
     for (const auto* r : ok) v.push_back(r->json["train_info"]["memory"][k].get<double>());
-    row.memory[k] = mean(v);
+    row.memory[k] = mean_finite(v);
   }
   for (const auto* r : ok)
     for (const auto& [name, m] : r->json["metrics"].items())
@@ -278,6 +270,14 @@ std::string format_rate(double r) {
     out += digits[i];
   }
   return (n < 0 ? "-" : "") + out;
+}
+
+double mean_finite(const std::vector<double>& v) {
+  double s = 0;
+  int n = 0;
+  for (double x : v)
+    if (std::isfinite(x)) s += x, ++n;
+  return n ? s / n : NAN;
 }
 
 }  // namespace tb::reports

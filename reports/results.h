@@ -84,5 +84,7 @@ std::string format_count(double n);           // "5.31M", "16.4k", "514"
 std::string format_seconds(double s);         // "9.5 s", "1:58", "1:05:03"
 std::string format_rate(double per_s);        // "2,450"
 std::string format_fixed(double v, int digits);
+// Mean of the finite values, NAN when there are none.
+double mean_finite(const std::vector<double>& v);
 
 }  // namespace tb::reports

@@ -4,15 +4,18 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "harness/core/model.h"
@@ -120,6 +123,28 @@ class RunnerTest : public ::testing::Test {
     for (const auto& e : fs::directory_iterator(dir))
       if (e.path().filename().string()[0] == '.') hidden.push_back(e.path().filename().string());
     return hidden;
+  }
+
+  // A killed matrix's run child dies with it (PR_SET_PDEATHSIG), which can take a moment on
+  // a loaded machine; until then its temp file is not debris. Waits (at most 20 s) until no
+  // writer of a hidden file in `out` is alive (or it is a zombie).
+  static void wait_for_writers(const fs::path& out) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    auto alive = [&] {
+      if (!fs::exists(out)) return false;
+      for (const auto& h : hidden_files(out)) {
+        const auto pid = static_cast<pid_t>(std::atoll(h.substr(h.find_last_of('.') + 1).c_str()));
+        if (pid <= 0 || ::kill(pid, 0) != 0) continue;
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        const auto close = line.rfind(')');
+        if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z') return true;
+      }
+      return false;
+    };
+    while (alive() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 
   fs::path dir_, task_file_, model_dir_;

@@ -182,24 +182,7 @@ TEST_F(RunnerTest, ResumeAfterKilledMatrixEndsWithEveryRecordOnce) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFSIGNALED(status)) << "the matrix finished before it could be killed";
-  // The run child dies with its parent (PR_SET_PDEATHSIG); on a loaded machine that can take
-  // a while, and until it is gone its temp file is not debris, so wait for every writer of a
-  // hidden file to be gone (or a zombie) before resuming.
-  const auto gone_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  auto writers_alive = [&] {
-    for (const auto& h : hidden_files(out)) {
-      const auto pid = static_cast<pid_t>(std::atoll(h.substr(h.find_last_of('.') + 1).c_str()));
-      if (pid <= 0 || ::kill(pid, 0) != 0) continue;
-      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-      std::string line;
-      std::getline(stat, line);
-      const auto close = line.rfind(')');
-      if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z') return true;
-    }
-    return false;
-  };
-  while (writers_alive() && std::chrono::steady_clock::now() < gone_deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  wait_for_writers(out);
   const auto first = record_names(out);
   ASSERT_FALSE(first.empty());
   ASSERT_LT(first.size(), expected.size());

@@ -44,27 +44,6 @@ class RunnerFaults : public RunnerTest {
     return pid;
   }
 
-  // A killed matrix's run child dies with it (PR_SET_PDEATHSIG), which can take a moment on a
-  // loaded machine; until then its temp file is not debris. Waits until no writer of a
-  // hidden file is alive (or a zombie).
-  static void wait_for_writers(const fs::path& out) {
-    const auto deadline = Clock::now() + std::chrono::seconds(20);
-    auto alive = [&] {
-      if (!fs::exists(out)) return false;
-      for (const auto& h : hidden_files(out)) {
-        const auto pid = static_cast<pid_t>(std::atoll(h.substr(h.find_last_of('.') + 1).c_str()));
-        if (pid <= 0 || ::kill(pid, 0) != 0) continue;
-        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-        std::string line;
-        std::getline(stat, line);
-        const auto close = line.rfind(')');
-        if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z') return true;
-      }
-      return false;
-    };
-    while (alive() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-
   // Bytes of the regular files under `dir`.
   static std::uintmax_t tree_bytes(const fs::path& dir) {
     std::uintmax_t n = 0;
