@@ -244,8 +244,10 @@ json phase_timing_json(double seconds, int64_t tokens, double flops, const std::
 
 void validate_timing(const json& timing, const std::string& where) {
   if (!timing.is_object()) bad(where, "train_info.timing", "must be an object phase -> figures");
-  for (const auto& [phase, t] : timing.items()) {
-    const std::string at = "train_info.timing." + phase;
+  for (auto it = timing.begin(); it != timing.end(); ++it) {
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture one in the lambda below.
+    const json& t = it.value();
+    const std::string at = "train_info.timing." + it.key();
     if (!t.is_object()) bad(where, at, "must be an object");
     auto need = [&](const char* f, bool ok, const char* what) {
       if (!t.contains(f)) bad(where, at + "." + f, "missing");
