@@ -4,13 +4,13 @@
 # prints "== step  N s" (scripts/phase.sh) so a long run shows where its time went.
 JOBS  ?= $(shell nproc)
 BUILD ?= build
-ASAN  ?= build-asan
+TSAN  ?= build-tsan
 OUT   ?= results/default
 # The ISA the capped test leg limits oneDNN to: what every supported CPU has.
 CAP_ISA ?= AVX2
 PHASE := bash scripts/phase.sh
 
-.PHONY: deps build run test test-release test-isa test-asan bench integration clean fuzz
+.PHONY: deps build run test test-release test-isa test-asan test-tsan bench integration clean fuzz
 
 deps:
 	@$(PHASE) deps bash scripts/deps.sh
@@ -22,10 +22,10 @@ run: build
 	@$(PHASE) "default suite + report" bash scripts/run_default.sh $(BUILD) $(OUT)
 
 # The whole suite in Release; the model and core tests again with oneDNN capped at AVX2 (so a
-# test that would fail on an AVX2-only CPU fails here on any CPU); then the core tests again
-# under ASan + UBSan.
+# test that would fail on an AVX2-only CPU fails here on any CPU); the whole suite again under
+# ASan + UBSan; the core tests under ThreadSanitizer.
 test: build
-	@$(MAKE) --no-print-directory test-release test-isa test-asan
+	@$(MAKE) --no-print-directory test-release test-isa test-asan test-tsan
 
 test-release:
 	@$(PHASE) "ctest (Release)" ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
@@ -34,11 +34,21 @@ test-release:
 test-isa:
 	@$(PHASE) "ctest (oneDNN capped: $(CAP_ISA))" bash scripts/test_isa_capped.sh $(BUILD) $(CAP_ISA) $(JOBS)
 
+# The whole suite under ASan + UBSan: clang's build with every library, the CLI and the tests
+# instrumented, the one `make fuzz` uses too (FUZZ_BUILD).
 test-asan: deps
-	@$(PHASE) "build (ASan+UBSan)" sh -c 'cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=ON >/dev/null && cmake --build $(ASAN) -j $(JOBS)'
+	@$(PHASE) "deps (clang)" bash scripts/deps.sh fuzz
+	@$(PHASE) "build (ASan+UBSan, clang)" sh -c 'CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_FUZZ=ON >/dev/null && cmake --build $(FUZZ_BUILD) -j $(JOBS)'
 	@ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  $(PHASE) "ctest (ASan+UBSan)" ctest --test-dir $(ASAN) --output-on-failure -j $(JOBS)
-	@bash scripts/skip_reasons.sh $(ASAN)
+	  $(PHASE) "ctest (ASan+UBSan)" ctest --test-dir $(FUZZ_BUILD) --output-on-failure -j $(JOBS)
+	@bash scripts/skip_reasons.sh $(FUZZ_BUILD)
+
+# The core (its kernels are OpenMP loops) and its tests under ThreadSanitizer, three threads.
+test-tsan: deps
+	@$(PHASE) "deps (clang)" bash scripts/deps.sh fuzz
+	@$(PHASE) "build (TSan, core)" sh -c 'CXX=clang++ cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=thread >/dev/null && cmake --build $(TSAN) -j $(JOBS)'
+	@$(PHASE) "ctest (TSan)" ctest --test-dir $(TSAN) --output-on-failure -j $(JOBS)
+	@bash scripts/skip_reasons.sh $(TSAN)
 
 # Every parser under libFuzzer (clang, ASan + UBSan) for FUZZ_SECONDS each (scripts/fuzz.sh);
 # fails on any crash, leak, timeout (> 1 s per input) or out-of-memory (> 2 GB).
@@ -56,7 +66,7 @@ bench: build
 	$(BUILD)/tunebench_bench --benchmark_counters_tabular=true
 
 clean:
-	rm -rf $(BUILD) $(ASAN) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(TSAN) $(FUZZ_BUILD)
 
 # PyTorch beside tunebench per ISA leg (ISA="native avx2"; see bench/side_by_side.sh), after
 # installing the reference as it is meant to be: python3-torch on OpenBLAS, not libblas3.

@@ -147,8 +147,13 @@ VectorStore::VectorStore(const fs::path& path) : path_(path) {
       }
       exec("COMMIT", "commit");
     } catch (...) {
+      // The file this constructor created holds no store (SQLite rolled the schema back, e.g.
+      // on a full disk): remove it, or the next run would refuse it as a foreign database.
       sqlite3_close(db_);
       db_ = nullptr;
+      std::error_code ec;
+      fs::remove(path, ec);
+      fs::remove(path.string() + "-journal", ec);
       throw;
     }
   }

@@ -80,6 +80,7 @@ int cmd_run(const Args& args) {
       ("seeds", po::value<std::string>(), "comma-separated seeds; default 0")
       ("out", po::value<std::string>(), "results directory; default results/run-<UTC time>")
       ("resume", "skip runs whose record already exists in --out")
+      ("retry-failed", "with --resume: run again the runs recorded error or oom (their records are replaced)")
       ("shard", po::value<std::string>(), "I/N: run only the runs whose matrix index % N == I")
       ("threads", po::value<int>(), "OpenMP threads per run (default: OMP_NUM_THREADS or all cores)")
       ("limit", po::value<int64_t>(), "at most N examples per split (smoke runs); a retrieval collection keeps the kept examples' gold documents + N distractors")
@@ -93,12 +94,13 @@ int cmd_run(const Args& args) {
   po::store(po::command_line_parser(rest).options(opts).run(), vm);
   if (vm.count("help")) {
     std::cout << "usage: tunebench run [--suite FILE.ini | --methods a,b --tasks x,y] [--model DIR] [--seeds 0,1,2]\n"
-              << "                     [--out DIR] [--resume] [--shard I/N] [--threads N] [--limit N]\n"
+              << "                     [--out DIR] [--resume [--retry-failed]] [--shard I/N] [--threads N] [--limit N]\n"
               << "                     [--precision f32|bf16]\n"
               << "                     [--task-file SPEC.ini] [--<method>.<option> VALUE ...]\n\n"
               << "Runs methods x tasks x seeds, each in its own process, and writes one JSON record per run\n"
               << "(<method>__<task>__seed<k>.json) plus summary.csv and summary.md to --out. Records are never\n"
-              << "overwritten: a record already in --out is an error unless --resume, which skips it.\n"
+              << "overwritten: a record already in --out is an error unless --resume, which skips it (and runs again\n"
+              << "a run recorded interrupted; with --retry-failed also one recorded error or oom).\n"
               << "Method/task pairs that do not apply (e.g. lexicon on a non-sentiment task) are skipped.\n"
               << "Flags override the suite file. Exit code 1 when a run failed (its record says why).\n\n"
               << opts;
@@ -143,6 +145,8 @@ int cmd_run(const Args& args) {
   if (vm.count("precision")) spec.precision = vm["precision"].as<std::string>();
   if (vm.count("shard")) std::tie(spec.shard_index, spec.shard_count) = runner::parse_shard(vm["shard"].as<std::string>());
   spec.resume = vm.count("resume") > 0;
+  spec.retry_failed = vm.count("retry-failed") > 0;
+  if (spec.retry_failed && !spec.resume) throw InputError("--retry-failed needs --resume");
   if (vm.count("task-file"))
     for (const auto& f : vm["task-file"].as<std::vector<std::string>>()) spec.task_files.emplace_back(f);
   if (vm.count("out")) {

@@ -100,11 +100,12 @@ double AdamW::grad_norm() const {
 }
 
 float AdamW::step(float lr) {
-  ++t_;
   // With clipping the norm must be known before the update (its own pass); without, the
   // update loop sums the squares as it goes, so the step reads each gradient once.
   const bool clipping = cfg_.clip_norm > 0.0f;
   const double norm_before = clipping ? grad_norm() : 0.0;
+  if (clipping && !std::isfinite(norm_before)) return static_cast<float>(norm_before);  // no update
+  ++t_;
   float clip = 1.0f;
   if (clipping) {
     // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied if < 1.

@@ -37,7 +37,11 @@ class AdamW {
 
   // One update with base learning rate `lr` (the schedule's value for this step). Clips
   // gradients first when clip_norm > 0. Returns the global gradient norm before clipping.
-  // Throws tb::Error if a param in a group has no gradient buffer.
+  // A non-finite gradient is returned as a non-finite norm: with clipping (the norm is
+  // known before the update) nothing is updated and the step is not counted; without, the
+  // update has already been applied when the norm is known, so the caller must stop
+  // (TrainLoop records the run diverged). Throws tb::Error if a param in a group has no
+  // gradient buffer.
   float step(float lr);
 
   int64_t steps() const { return t_; }

@@ -71,7 +71,11 @@ class TrainLoop {
 
   // One optimizer step: zero the stores' gradients, run `fn` (loss and gradients), then, when
   // the loss is finite, one AdamW update at the scheduled learning rate; a non-finite loss
-  // sets status "diverged" (no update) and returns false. The step's seconds (the callback
+  // sets status "diverged" (no update) and returns false, and so does a non-finite gradient
+  // (the global norm AdamW returns: with clipping no update is made; without, the update
+  // has been made, and the caller stops as for any divergence). TB_FAULT_NAN_GRAD_STEP=N
+  // (a fault a test injects) writes a NaN into the first trainable gradient of step N
+  // (0-based, as divergence messages count steps) after `fn`. The step's seconds (the callback
   // and the update, plus TB_TEST_STEP_DELAY_MS when set), tokens and model FLOPs are
   // recorded as one unit. `progress` is called after the update.
   bool step(const std::function<StepResult()>& fn);
@@ -116,13 +120,19 @@ class TrainLoop {
   // TB_TEST_STEP_DELAY_MS as an integer (0 when unset): a test-only slowdown slept inside
   // every timed step.
   static int64_t injected_step_delay_ms();
+  // TB_FAULT_NAN_GRAD_STEP as an integer (-1 when unset: no fault).
+  static int64_t injected_nan_grad_step();
 
  private:
+  // The injected fault of TB_FAULT_NAN_GRAD_STEP.
+  void poison_first_gradient();
+
   std::vector<ParamStore*> stores_;
   TrainLoopConfig cfg_;
   const Model* flops_of_;
   AdamW opt_;
   int64_t delay_ms_;
+  int64_t nan_grad_step_;
   int64_t steps_ = 0;
   std::string status_ = "ok";
   std::string message_;

@@ -896,11 +896,14 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       if (existing.config_hash != hash)
         throw InputError(file.string() + " was made with another configuration (config_hash " + existing.config_hash +
                          ", this run " + hash + ": options, task version, model or limit differ); use a fresh --out");
-      if (existing.status != "interrupted") {
+      const bool redo = existing.status == "interrupted" ||
+                        (spec.retry_failed && (existing.status == "error" || existing.status == "oom"));
+      if (!redo) {
         ++result.resumed;
         continue;
       }
-      // The one record --resume replaces: a run stopped by SIGTERM/SIGINT never finished.
+      // The records --resume replaces: a run stopped by SIGTERM/SIGINT never finished, and
+      // with --retry-failed a run that failed (a full disk, an OOM kill) is tried again.
       fs::remove(file);
     }
     todo.push_back(std::move(p));

@@ -57,6 +57,9 @@ struct RunSpec {
   int threads = 0;        // OpenMP threads per run, 0 = the OpenMP default
   std::string precision = "f32";  // f32 | bf16 (mixed precision matmuls, see Model::set_precision)
   bool resume = false;
+  // With resume: runs recorded "error" or "oom" (a full disk, a killed child) are run again
+  // too, their records replaced; "ok" and "diverged" runs are results and are kept.
+  bool retry_failed = false;
   int64_t shard_index = 0, shard_count = 1;
   std::string command_line;
 };

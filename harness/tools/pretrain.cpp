@@ -88,17 +88,34 @@ nlohmann::json state_json(const TrainState& s, const PretrainOptions& o) {
 }
 
 // Checkpoint = model weights + optimizer moments + state.json, swapped in atomically.
+// A kill between save_checkpoint's two renames leaves no ckpt but a complete ckpt.old (the
+// checkpoint before); put it back so --resume continues from it instead of starting over.
+void recover_checkpoint(const fs::path& out) {
+  const fs::path cur = out / "ckpt", old = out / "ckpt.old";
+  if (!fs::exists(cur) && fs::exists(old / "state.json")) fs::rename(old, cur);
+}
+
 void save_checkpoint(const fs::path& out, const Model& model, AdamW& opt, const TrainState& st,
                      const PretrainOptions& o) {
   const fs::path next = out / "ckpt.next", cur = out / "ckpt", old = out / "ckpt.old";
   fs::remove_all(next);
   fs::create_directories(next);
-  save_model(model, next);
-  std::vector<TensorToWrite> moments = {
-      {"adamw.m", {opt.state_count()}, opt.first_moments(), DType::F32},
-      {"adamw.v", {opt.state_count()}, opt.second_moments(), DType::F32}};
-  write_safetensors(next / "optimizer.safetensors", moments);
-  write_text_atomic(next / "state.json", state_json(st, o).dump(1));
+  try {
+    save_model(model, next);
+    std::vector<TensorToWrite> moments = {
+        {"adamw.m", {opt.state_count()}, opt.first_moments(), DType::F32},
+        {"adamw.v", {opt.state_count()}, opt.second_moments(), DType::F32}};
+    write_safetensors(next / "optimizer.safetensors", moments);
+    write_text_atomic(next / "state.json", state_json(st, o).dump(1));
+  } catch (...) {
+    // A failed write (a full disk) leaves the last good checkpoint as it was and no half
+    // of the next one.
+    std::error_code ec;
+    fs::remove_all(next, ec);
+    throw;
+  }
+  // ckpt -> ckpt.old, ckpt.next -> ckpt: a kill between the two renames leaves ckpt.old,
+  // which recover_checkpoint() puts back.
   fs::remove_all(old);
   if (fs::exists(cur)) fs::rename(cur, old);
   fs::rename(next, cur);
@@ -205,6 +222,7 @@ void pretrain(const PretrainOptions& o) {
   if (o.seq > o.context) throw InputError("pretrain: --seq must not exceed --context");
   fs::create_directories(o.out);
   const fs::path ckpt = o.out / "ckpt";
+  if (o.resume) recover_checkpoint(o.out);
   const bool resuming = o.resume && fs::exists(ckpt / "state.json");
   auto say = [&](const std::string& s) {
     if (!o.quiet) std::cerr << s << std::flush;
@@ -346,7 +364,9 @@ void pretrain(const PretrainOptions& o) {
       if (std::isfinite(loss)) model->backward_lm();
       return {loss, tps};
     });
-    if (!ok) throw Error("pretrain: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
+    if (!ok)
+      throw Error(std::isfinite(loss) ? "pretrain: " + loop.message()
+                                      : "pretrain: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
     return loss;
   };
 

@@ -343,6 +343,46 @@ TEST(HfTokenizerJson, SaveReloadsIdentically) {
   }
 }
 
+// Resource limits: a tokenizer.json with 2^20 merges (vocabulary 2^20 + 262) loads in linear
+// time and memory and encodes; a quadratic step anywhere in loading (merge ranks, the vocabulary
+// map, the JSON walk) would take hours here and hit the test's time limit.
+TEST(HfTokenizerJson, AMillionMergesLoadAndEncode) {
+  json j = small_json();
+  std::vector<std::string> bytes(256);
+  for (const auto& [token, id] : j["model"]["vocab"].items())
+    if (id.get<int>() < 256) bytes[id.get<int>()] = token;
+  json vocab = json::object(), merges = json::array();
+  for (int i = 0; i < 256; ++i) vocab[bytes[i]] = i;
+  int32_t next = 256;
+  std::vector<std::string> pairs;
+  pairs.reserve(65536);
+  for (int a = 0; a < 256; ++a)
+    for (int b = 0; b < 256; ++b) {
+      merges.push_back(bytes[a] + " " + bytes[b]);
+      pairs.push_back(bytes[a] + bytes[b]);
+      vocab[pairs.back()] = next++;
+    }
+  for (int c = 0; c < 15; ++c)
+    for (const auto& p : pairs) {
+      merges.push_back(p + " " + bytes[c]);
+      vocab[p + bytes[c]] = next++;
+    }
+  ASSERT_EQ(merges.size(), size_t{1} << 20);
+  j["model"]["vocab"] = std::move(vocab);
+  j["model"]["merges"] = std::move(merges);
+  j["added_tokens"] = json::array({{{"id", next}, {"content", "<|endoftext|>"}, {"single_word", false},
+                                    {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}}});
+  const Tokenizer tok = load_variant("million_merges", j);
+  EXPECT_EQ(tok.num_merges(), 1 << 20);
+  EXPECT_EQ(tok.vocab_size(), next + 1);
+  // With the prefix space, " !!!!!" is Ġ ! ! ! ! !: "! !" is the first merge (twice), then
+  // "!! !" a second-level one; "Ġ !!" and "!! !!" are no merges: Ġ, !!, !!!.
+  const auto ids = tok.encode("!!!!!", SpecialTokens::as_text);
+  EXPECT_EQ(ids, (std::vector<int32_t>{220, 256, 256 + 65536}));
+  EXPECT_EQ(tok.decode(ids), " !!!!!");
+  EXPECT_EQ(tok.decode(tok.encode("the quick brown fox", SpecialTokens::as_text)), " the quick brown fox");
+}
+
 // Every way a tokenizer.json can be wrong or beyond what we reproduce exactly: a
 // FormatError naming the file and the field.
 TEST(HfTokenizerJson, UnsupportedOrMalformedIsFormatError) {

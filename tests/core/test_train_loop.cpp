@@ -127,6 +127,60 @@ TEST(TrainLoop, NonFiniteLossStopsWithDivergedAndNoUpdate) {
   EXPECT_THROW(loop.step([&] { return q.step(); }), tb::Error);
 }
 
+// A NaN in a gradient with a finite loss: with clipping the norm is known before the update,
+// so nothing is written; without, the update is made and the loop still stops. Either way the
+// run is "diverged" with a message naming the gradient.
+TEST(TrainLoop, NonFiniteGradientStopsWithDiverged) {
+  for (const float clip : {1.0f, 0.0f}) {
+    SCOPED_TRACE(clip);
+    tb::TrainLoopConfig cfg;
+    cfg.adamw.lr = 0.1f;
+    cfg.adamw.clip_norm = clip;
+    cfg.what = "tester";
+    Quadratic q(4);
+    tb::TrainLoop loop({&q.store}, cfg);
+    for (int s = 0; s < 2; ++s) ASSERT_TRUE(loop.step([&] { return q.step(); }));
+    const std::vector<float> before(q.w().data, q.w().data + 4);
+    const bool ok = loop.step([&] {
+      auto r = q.step();
+      q.w().grad[3] = std::numeric_limits<float>::infinity();
+      return r;
+    });
+    EXPECT_FALSE(ok);
+    EXPECT_TRUE(loop.diverged());
+    EXPECT_EQ(loop.message(), "tester: non-finite gradient at step 2");
+    EXPECT_EQ(loop.steps(), 2);
+    EXPECT_FALSE(std::isfinite(loop.last_grad_norm()));
+    if (clip > 0) {
+      EXPECT_EQ(loop.optimizer().steps(), 2);
+      for (int i = 0; i < 4; ++i) EXPECT_EQ(q.w().data[i], before[i]) << i;
+    }
+    EXPECT_EQ(loop.units().size(), 3u);
+    EXPECT_THROW(loop.step([&] { return q.step(); }), tb::Error);
+  }
+}
+
+// The injected fault: TB_FAULT_NAN_GRAD_STEP=N poisons the gradient of step N (0-based).
+TEST(TrainLoop, InjectedNanGradientFaultDivergesAtItsStep) {
+  ASSERT_EQ(::setenv("TB_FAULT_NAN_GRAD_STEP", "1", 1), 0);
+  tb::TrainLoopConfig cfg;
+  cfg.adamw.lr = 0.1f;
+  cfg.adamw.clip_norm = 1.0f;
+  Quadratic q(3);
+  tb::TrainLoop loop({&q.store}, cfg);
+  ASSERT_EQ(::unsetenv("TB_FAULT_NAN_GRAD_STEP"), 0);
+  EXPECT_TRUE(loop.step([&] { return q.step(); }));
+  EXPECT_FALSE(loop.step([&] { return q.step(); }));
+  EXPECT_EQ(loop.message(), "non-finite gradient at step 1");
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(std::isfinite(q.w().data[i])) << i;
+  // Unset: no fault; malformed: a clear error.
+  tb::TrainLoop clean({&q.store}, cfg);
+  for (int s = 0; s < 3; ++s) EXPECT_TRUE(clean.step([&] { return q.step(); }));
+  ASSERT_EQ(::setenv("TB_FAULT_NAN_GRAD_STEP", "-2", 1), 0);
+  EXPECT_THROW(tb::TrainLoop({&q.store}, cfg), tb::InputError);
+  ASSERT_EQ(::unsetenv("TB_FAULT_NAN_GRAD_STEP"), 0);
+}
+
 TEST(TrainLoop, PatienceAndBestSnapshotRestore) {
   tb::TrainLoopConfig cfg;
   cfg.adamw.lr = 0.1f;

@@ -186,7 +186,7 @@ TEST_F(RunnerFaults, ADiskThatFillsWhileRecordsAreWrittenStopsCleanlyAndResumeCo
 // feature cache (features and their cost) and the records of feature, head and majority runs.
 // Whatever the point, the command fails (exit 1 or 2, never a crash), every record left is
 // valid, nothing half-written stays under the results directory, and --resume on the freed
-// disk ends with the records of an uninterrupted run — in particular, no run reads a
+// disk (with --retry-failed) ends with the records of an uninterrupted run — in particular, no run reads a
 // truncated feature cache as features.
 TEST_F(RunnerFaults, ADiskThatFillsAtAnyPointLeavesNothingHalfWritten) {
   const std::string methods = "feature,head,majority", flags = "--seeds 0,1 --head.epochs 2";
@@ -210,12 +210,122 @@ TEST_F(RunnerFaults, ADiskThatFillsAtAnyPointLeavesNothingHalfWritten) {
     EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << "quota " << quota << "\n" << r.err;
     EXPECT_TRUE(hidden_files_under(out).empty()) << "quota " << quota;
     for (const auto& f : record_names(out)) EXPECT_NO_THROW(runner::read_record(out / f)) << f;
-    // Runs recorded as failed for want of space are redone on a fresh directory's terms:
-    // drop them, as an operator would, and resume.
-    for (const auto& rec : runner::read_records(out))
-      if (rec.status != "ok") fs::remove(rec.file);
-    const auto resumed = cli(run_args(methods, out, flags + " --resume"));
+    // Runs recorded as failed for want of space are run again by --resume --retry-failed.
+    const auto resumed = cli(run_args(methods, out, flags + " --resume --retry-failed"));
     ASSERT_EQ(resumed.exit_code, 0) << "quota " << quota << ": " << resumed.err;
+    EXPECT_EQ(outcome(out), expected) << "quota " << quota;
+  }
+}
+
+// A NaN injected into a gradient (TB_FAULT_NAN_GRAD_STEP, read by the one training loop):
+// every training run of the matrix is recorded "diverged" with a message naming the gradient
+// and its step, runs that do not train are recorded as usual after them, and the command
+// finishes the matrix (exit 1, as for any failed run). A diverged run is a result:
+// --resume --retry-failed keeps it.
+TEST_F(RunnerFaults, ANanInAGradientIsRecordedDivergedAndTheMatrixGoesOn) {
+  const fs::path out = dir_ / "nan";
+  const auto r = cli(run_args("head,lora,majority", out, "--seeds 0,1 --head.epochs 2 --lora.epochs 1"),
+                     "TB_FAULT_NAN_GRAD_STEP=0");
+  // Exit 1: runs failed (diverged), and the summary counts them.
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("6 runs executed, 0 resumed, 4 failed"), std::string::npos) << r.out;
+  const auto records = runner::read_records(out);
+  ASSERT_EQ(records.size(), 6u) << r.err;
+  std::map<std::string, int> diverged, ok;
+  for (const auto& rec : records) {
+    const std::string method = rec.json["run_info"]["method"].get<std::string>();
+    if (method == "majority") {
+      EXPECT_EQ(rec.status, "ok") << rec.file;
+      ++ok[method];
+    } else {
+      EXPECT_EQ(rec.status, "diverged") << rec.file;
+      EXPECT_NE(rec.message.find("non-finite gradient at step 0"), std::string::npos) << rec.message;
+      EXPECT_TRUE(rec.json["metrics"].empty() || rec.json["metrics"].is_null()) << rec.json["metrics"].dump();
+      ++diverged[method];
+    }
+  }
+  EXPECT_EQ(diverged, (std::map<std::string, int>{{"head", 2}, {"lora", 2}}));
+  EXPECT_EQ(ok, (std::map<std::string, int>{{"majority", 2}}));
+  // A diverged run is a result: --resume --retry-failed keeps it (and runs nothing).
+  const auto before = outcome(out);
+  const auto resumed = cli(run_args("head,lora,majority", out, "--seeds 0,1 --head.epochs 2 --lora.epochs 1 --resume --retry-failed"));
+  EXPECT_NE(resumed.out.find("0 runs executed, 6 resumed"), std::string::npos) << resumed.out << resumed.err;
+  EXPECT_EQ(outcome(out), before);
+  // Without the fault the same matrix trains: the fault, not the configuration, diverged it.
+  const fs::path clean = dir_ / "clean";
+  ASSERT_EQ(cli(run_args("head", clean, "--seeds 0 --head.epochs 2")).exit_code, 0);
+  for (const auto& rec : runner::read_records(clean)) EXPECT_EQ(rec.status, "ok") << rec.message;
+}
+
+// The disk fills while the index method writes its SQLite vector store (and the HNSW file
+// beside it) at six points: the run is recorded failed with the store's path and the cause,
+// no temp file stays, and whatever the store directory holds afterwards is never read as a
+// good store: --resume --retry-failed on the freed disk ends with the uninterrupted run's
+// metrics (SQLite's transaction and the checked atomic write of the HNSW file hold this).
+TEST_F(RunnerFaults, ADiskThatFillsWhileTheIndexStoreIsWrittenLeavesNoDamagedStore) {
+  const fs::path task_dir = dir_ / "open-task";
+  fs::create_directories(task_dir);
+  const std::vector<std::pair<std::string, std::string>> words = {
+      {"apple", "a round fruit that grows on trees"},   {"river", "a large stream of water"},
+      {"candle", "wax with a wick that gives light"},   {"bridge", "a way built over a river"},
+      {"pillow", "a soft bag for the head in bed"},     {"hammer", "a tool for driving nails"},
+      {"ladder", "steps for climbing up a wall"},       {"kettle", "a pot for boiling water"}};
+  {
+    std::ofstream docs(task_dir / "docs.jsonl");
+    for (const auto& w : words)
+      docs << json{{"id", "doc:" + w.first}, {"title", w.first}, {"text", w.first + " is " + w.second + "."}}.dump() << "\n";
+    std::ofstream q(task_dir / "q.jsonl");
+    for (size_t i = 0; i < words.size(); ++i) {
+      const std::vector<std::string> choices = {words[i].first, words[(i + 1) % words.size()].first,
+                                                words[(i + 3) % words.size()].first};
+      q << json{{"id", "q" + std::to_string(i)}, {"text", words[i].second}, {"choices", choices},
+                {"answer", words[i].first}, {"gold_doc", "doc:" + words[i].first},
+                {"split", i < 3 ? "train" : (i < 4 ? "dev" : "test")}}
+               .dump()
+        << "\n";
+    }
+    std::ofstream ini(task_dir / "tiny-open.ini");
+    ini << "name = tiny-open\nversion = 1\ndescription = tiny open-book definitions\noutput_type = retrieval\n\n"
+        << "[data]\nsource = q.jsonl\nid_field = id\nlabel_field = answer\nchoices_field = choices\n"
+        << "gold_docs_field = gold_doc\ndocuments = docs.jsonl\n\n"
+        << "[prompt]\ntemplate = Definition: {text}\\n{choices}\\nAnswer:\n\n"
+        << "[metrics]\nnames = accuracy, recall@1, mrr\n";
+  }
+  auto args = [&](const fs::path& out) {
+    return "run --methods index --tasks tiny-open --task-file " + shell_quote((task_dir / "tiny-open.ini").string()) +
+           " --model " + shell_quote(model_dir_.string()) + " --out " + shell_quote(out.string()) +
+           " --seeds 0 --index.chunk 8 --index.overlap 2 --index.k 2 --index.db " +
+           shell_quote((out / "store" / "index.sqlite").string());
+  };
+  const fs::path ref = dir_ / "reference";
+  const auto r0 = cli(args(ref));
+  ASSERT_EQ(r0.exit_code, 0) << r0.out << r0.err;
+  const auto expected = outcome(ref);
+  ASSERT_EQ(expected.size(), 1u);
+  const std::uintmax_t store_bytes = tree_bytes(ref / "store");
+  ASSERT_GT(store_bytes, 0u);
+  ASSERT_TRUE(fs::exists(ref / "store" / "index.sqlite.hnsw")) << "the HNSW file is not where the test expects it";
+  for (int i = 0; i < 6; ++i) {
+    const fs::path out = dir_ / ("store-quota" + std::to_string(i));
+    fs::create_directories(out / "store");
+    const std::uintmax_t quota = store_bytes * static_cast<std::uintmax_t>(i) / 6;
+    const auto r = cli(args(out), "LD_PRELOAD=" + shell_quote(TB_ENOSPC_SHIM) + " TB_FAULT_ENOSPC_PATH=" +
+                                      shell_quote(fs::absolute(out / "store").string()) +
+                                      " TB_FAULT_ENOSPC_BYTES=" + std::to_string(quota));
+    EXPECT_EQ(r.exit_code, 1) << "quota " << quota << "\n" << r.err;
+    const auto recs = runner::read_records(out);
+    ASSERT_EQ(recs.size(), 1u) << "quota " << quota;
+    EXPECT_EQ(recs[0].status, "error") << "quota " << quota;
+    EXPECT_NE(recs[0].message.find((out / "store" / "index.sqlite").string()), std::string::npos)
+        << "quota " << quota << ": " << recs[0].message;
+    const bool full = recs[0].message.find("No space left on device") != std::string::npos ||
+                      recs[0].message.find("database or disk is full") != std::string::npos;
+    EXPECT_TRUE(full) << "quota " << quota << ": " << recs[0].message;
+    EXPECT_TRUE(hidden_files_under(out / "store").empty()) << "quota " << quota;
+    const auto resumed = cli(args(out) + " --resume --retry-failed");
+    std::string why;
+    for (const auto& rec : runner::read_records(out)) why += rec.status + ": " + rec.message + "\n";
+    ASSERT_EQ(resumed.exit_code, 0) << "quota " << quota << ": " << why << resumed.err;
     EXPECT_EQ(outcome(out), expected) << "quota " << quota;
   }
 }
