@@ -47,7 +47,9 @@ test-asan: deps
 test-tsan: deps
 	@$(PHASE) "deps (clang)" bash scripts/deps.sh fuzz
 	@$(PHASE) "build (TSan, core)" sh -c 'CXX=clang++ cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTB_SANITIZE=thread >/dev/null && cmake --build $(TSAN) -j $(JOBS)'
-	@$(PHASE) "ctest (TSan)" ctest --test-dir $(TSAN) --output-on-failure -j $(JOBS)
+	@OMP_TOOL_LIBRARIES=$$(realpath $$(clang++ -print-resource-dir)/../../libarcher.so) \
+	  TSAN_OPTIONS=halt_on_error=1:ignore_noninstrumented_modules=1 \
+	  $(PHASE) "ctest (TSan)" ctest --test-dir $(TSAN) --output-on-failure -j $(JOBS)
 	@bash scripts/skip_reasons.sh $(TSAN)
 
 # Every parser under libFuzzer (clang, ASan + UBSan) for FUZZ_SECONDS each (scripts/fuzz.sh);

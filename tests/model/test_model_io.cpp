@@ -95,8 +95,10 @@ TEST(ModelIo, UnexpectedTensorIsNamed) {
 }
 
 TEST(ModelIo, BadConfigFieldsAreNamed) {
-  for (auto [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+  for (const auto& fv : std::vector<std::pair<std::string, nlohmann::json>>{
            {"n_embd", "wide"}, {"n_layer", -1}, {"n_head", 5}, {"model_type", "bert"}, {"activation_function", "relu"}}) {
+    const std::string& field = fv.first;  // not a structured binding: the lambda below captures it (clang 14)
+    const nlohmann::json& value = fv.second;
     TempDir d;
     write_variant(d.path, [](auto&, auto&) {}, [&](nlohmann::json& c) { c[field] = value; });
     const auto e = error_of(d.path);
@@ -108,9 +110,11 @@ TEST(ModelIo, BadConfigFieldsAreNamed) {
 // Sizes beyond any real checkpoint are refused by name before any size is computed from them
 // (a parameter count would overflow 64 bits).
 TEST(ModelIo, ConfigSizesBeyondTheSupportedRangeAreNamed) {
-  for (auto [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+  for (const auto& fv : std::vector<std::pair<std::string, nlohmann::json>>{
            {"n_embd", int64_t{1} << 40}, {"n_layer", int64_t{1} << 30}, {"n_inner", int64_t{1} << 50},
            {"vocab_size", int64_t{1} << 40}, {"n_positions", int64_t{1} << 40}}) {
+    const std::string& field = fv.first;
+    const nlohmann::json& value = fv.second;
     TempDir d;
     write_variant(d.path, [](auto&, auto&) {}, [&](nlohmann::json& c) { c[field] = value; });
     const auto e = error_of(d.path);
