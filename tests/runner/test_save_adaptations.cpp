@@ -1,0 +1,157 @@
+// `tunebench run --save-adaptations` and `tunebench eval` through the built CLI on the tiny
+// random models of the runner tests and the real spam task (--limit): the kept directories
+// (PEFT format for lora, prefix, softprompt; tunebench's for adapter), and eval of each one
+// reproducing the run's test metrics exactly; a wrong base model or a bad adapter is exit 2
+// with one line naming the file and the key.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "harness/base/strict_json.h"
+#include "harness/core/safetensors.h"
+#include "tests/runner/runner_fixture.h"
+
+namespace tb::testing {
+namespace {
+
+using nlohmann::json;
+
+class SaveAdaptations : public RunnerTest {
+ protected:
+  // The same tiny model as GPT-2 (fused c_attn, learned positions, biases).
+  fs::path make_gpt2() {
+    const fs::path dir = dir_ / "gpt2";
+    fs::create_directories(dir);
+    fs::copy_file(model_dir_ / "tokenizer.json", dir / "tokenizer.json");
+    ModelConfig c = config_;
+    c.family = Family::gpt2;
+    c.model_type = "gpt2";
+    c.n_kv_head = c.n_head;
+    c.head_dim = c.hidden / c.n_head;
+    c.intermediate = 4 * c.hidden;
+    Model m(c);
+    m.init_random(8, 0.1f);
+    save_model(m, dir);
+    return dir;
+  }
+
+  std::string common(const fs::path& model, const fs::path& out) const {
+    return "--tasks spam --limit 24 --model " + shell_quote(model.string()) + " --out " + shell_quote(out.string());
+  }
+
+  static json metrics_without_forgetting(const fs::path& record) {
+    json m = read_json_file(record)["metrics"];
+    m.erase("forgetting");
+    return m;
+  }
+
+  // Runs `methods` with --save-adaptations on `model`, then tunebench eval of each kept
+  // directory; every test metric of the eval record equals the run's.
+  void run_and_eval(const fs::path& model, const std::vector<std::string>& methods, const std::string& extra) {
+    const fs::path out = dir_ / ("run_" + model.filename().string());
+    std::string list;
+    for (const auto& m : methods) list += (list.empty() ? "" : ",") + m;
+    const auto r = cli("run --methods " + list + " " + common(model, out) + " --save-adaptations " + extra);
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    for (const auto& m : methods) {
+      const fs::path kept = out / "adaptations" / (m + "__spam__seed0");
+      ASSERT_TRUE(fs::is_directory(kept)) << kept;
+      const json info = read_json_file(kept / "tunebench_adaptation.json");
+      EXPECT_EQ(info["method"], m);
+      EXPECT_EQ(info["task"], "spam");
+      EXPECT_EQ(info["limit"], 24);
+      const bool peft = m != "adapter";
+      EXPECT_EQ(info["format"], peft ? "peft" : "tunebench") << m;
+      EXPECT_EQ(fs::exists(kept / "adapter_config.json"), peft) << m;
+      EXPECT_EQ(fs::exists(kept / "adapter_model.safetensors"), peft) << m;
+      EXPECT_EQ(fs::exists(kept / "adaptation.safetensors"), !peft) << m;
+      if (peft) {
+        EXPECT_EQ(info["head"], "tunebench_head.safetensors");
+        const json c = read_json_file(kept / "adapter_config.json");
+        EXPECT_EQ(c["task_type"], "CAUSAL_LM");
+        EXPECT_EQ(c["base_model_name_or_path"], info["model"]["path"]);
+        EXPECT_EQ(c["peft_type"], m == "lora" ? "LORA" : m == "prefix" ? "PREFIX_TUNING" : "PROMPT_TUNING");
+      }
+
+      const fs::path eval_out = dir_ / ("eval_" + model.filename().string() + "_" + m);
+      const auto e = cli("eval --adapter " + shell_quote(kept.string()) + " " + common(model, eval_out));
+      ASSERT_EQ(e.exit_code, 0) << e.out << e.err;
+      const json rec = read_json_file(eval_out / "eval__spam__seed0.json");
+      EXPECT_EQ(rec["train_info"]["status"], "ok") << rec.dump();
+      const json want = metrics_without_forgetting(out / (m + "__spam__seed0.json"));
+      ASSERT_TRUE(want.contains("accuracy")) << want.dump();
+      EXPECT_EQ(metrics_without_forgetting(eval_out / "eval__spam__seed0.json"), want) << m;
+    }
+  }
+};
+
+TEST_F(SaveAdaptations, EvalOfEachKeptAdaptationReproducesTheRunsTestMetrics) {
+  run_and_eval(model_dir_, {"lora", "prefix", "softprompt", "adapter"},
+               "--lora.epochs 2 --prefix.epochs 2 --softprompt.epochs 2 --adapter.epochs 2");
+}
+
+TEST_F(SaveAdaptations, Gpt2LoraOnQAndVIsExportedOnCAttnAndReproduced) {
+  const fs::path gpt2 = make_gpt2();
+  run_and_eval(gpt2, {"lora"}, "--lora.epochs 2");
+  const auto st = SafetensorsFile::open(dir_ / "run_gpt2/adaptations/lora__spam__seed0/adapter_model.safetensors");
+  EXPECT_TRUE(st.find("base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"));
+  EXPECT_EQ(st.tensors().size(), 4u);  // one A/B pair per layer
+}
+
+TEST_F(SaveAdaptations, WrongBaseModelOrBadAdapterIsExitTwoNamingFileAndKey) {
+  const fs::path out = dir_ / "run";
+  auto r = cli("run --methods lora " + common(model_dir_, out) + " --save-adaptations --lora.epochs 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path kept = out / "adaptations/lora__spam__seed0";
+  const fs::path gpt2 = make_gpt2();
+  r = cli("eval --adapter " + shell_quote(kept.string()) + " " + common(gpt2, dir_ / "e1"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("tunebench_adaptation.json: model.config:"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+
+  // The same architecture with other weights: the sha256 differs.
+  const fs::path other = dir_ / "other";
+  fs::create_directories(other);
+  fs::copy_file(model_dir_ / "tokenizer.json", other / "tokenizer.json");
+  Model m(config_);
+  m.init_random(99, 0.1f);
+  save_model(m, other);
+  r = cli("eval --adapter " + shell_quote(kept.string()) + " " + common(other, dir_ / "e2"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("tunebench_adaptation.json: model.sha256:"), std::string::npos) << r.err;
+
+  // An unknown peft_type in the kept adapter_config.json.
+  json c = read_json_file(kept / "adapter_config.json");
+  c["peft_type"] = "LOHA";
+  std::ofstream(kept / "adapter_config.json") << c.dump();
+  r = cli("eval --adapter " + shell_quote(kept.string()) + " " + common(model_dir_, dir_ / "e3"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("adapter_config.json: peft_type: 'LOHA' is not supported"), std::string::npos) << r.err;
+  r = cli("logits --model " + shell_quote(model_dir_.string()) + " --tokens 1,2,3 --adapter " + shell_quote(kept.string()));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("adapter_config.json: peft_type"), std::string::npos) << r.err;
+}
+
+TEST_F(SaveAdaptations, LogitsAndGenerateTakeTheAdapter) {
+  const fs::path out = dir_ / "run";
+  auto r = cli("run --methods softprompt " + common(model_dir_, out) + " --save-adaptations --softprompt.epochs 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path kept = out / "adaptations/softprompt__spam__seed0";
+  const std::string model = " --model " + shell_quote(model_dir_.string());
+  const auto base = cli("logits" + model + " --tokens 5,6,7 --json");
+  const auto adapted = cli("logits" + model + " --tokens 5,6,7 --json --adapter " + shell_quote(kept.string()));
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  ASSERT_EQ(adapted.exit_code, 0) << adapted.err;
+  const auto b = json::parse(base.out)["logits"], a = json::parse(adapted.out)["logits"];
+  ASSERT_EQ(a.size(), 3u);  // the given tokens' positions, not the virtual tokens'
+  EXPECT_NE(a, b);
+  const auto g = cli("generate" + model + " --prompt hello --temperature 0 --max-new 4 --json --adapter " +
+                     shell_quote(kept.string()));
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_TRUE(json::parse(g.out).contains("text"));
+}
+
+}  // namespace
+}  // namespace tb::testing
