@@ -145,13 +145,13 @@ SavedAdaptation load_adaptation(const fs::path& dir, const ModelConfig& cfg, con
     s.method = j["method"].get<std::string>();
     s.format = j["format"].get<std::string>();
     if (s.format != "peft" && s.format != "tunebench") bad(info_file, "format", "'" + printable(s.format) + "' (peft or tunebench)");
-    if (j.contains("model")) {
-      const json& m = j["model"];
-      if (!m.is_object()) bad(info_file, "model", "must be an object");
+    if (j.contains("base_model")) {
+      const json& m = j["base_model"];
+      if (!m.is_object()) bad(info_file, "base_model", "must be an object");
       if (m.contains("config") && m["config"] != cfg.to_hf_json())
-        bad(info_file, "model.config", "the adaptation was trained on a different base model (its config.json differs from --model's)");
+        bad(info_file, "base_model.config", "the adaptation was trained on a different base model (its config.json differs from --model's)");
       if (!model_sha256.empty() && m.contains("sha256") && m["sha256"] != model_sha256)
-        bad(info_file, "model.sha256", "the adaptation was trained on base model " + m["sha256"].dump() +
+        bad(info_file, "base_model.sha256", "the adaptation was trained on base model " + m["sha256"].dump() +
                                            ", not on --model (sha256 " + model_sha256 + ")");
     }
     s.options = saved_options(j, s.method, info_file);

@@ -32,7 +32,7 @@ inline constexpr const char* kHeadFile = "tunebench_head.safetensors";
 inline constexpr const char* kTunebenchAdaptationFile = "adaptation.safetensors";
 
 // PEFT's form of tunebench LoRA pairs trained with rank r and alpha. A pair on a whole linear
-// maps one to one. On a fused family (GPT-2's c_attn), the pairs on the q, k and v slices of
+// maps one to one. On a fused family (GPT-2's fused q,k,v linear), the pairs on the q, k and v slices of
 // one layer become one pair over the fused output: A stacks the slices' A (k·r rows), B is
 // block-structured (rows of slice j read only columns [j·r, (j+1)·r), zeros elsewhere), with
 // rank k·r and alpha k·alpha, so scaling and every output are exactly the per-slice ones.

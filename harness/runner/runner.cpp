@@ -447,7 +447,7 @@ void keep_adaptation(const MatrixContext& mc, const RunPlan& plan, const methods
                {"seed", plan.item.seed},
                {"limit", mc.spec.limit},
                {"precision", mc.spec.precision},
-               {"model", {{"path", fs::absolute(mc.model_dir).lexically_normal().string()},
+               {"base_model", {{"path", fs::absolute(mc.model_dir).lexically_normal().string()},
                           {"sha256", mc.model_sha},
                           {"config", model.config().to_hf_json()}}},
                {"head", nullptr},
@@ -459,7 +459,7 @@ void keep_adaptation(const MatrixContext& mc, const RunPlan& plan, const methods
     // PEFT finds the base model through base_model_name_or_path.
     const fs::path cfg_file = tmp / "adapter_config.json";
     json c = read_json_file(cfg_file);
-    c["base_model_name_or_path"] = info["model"]["path"];
+    c["base_model_name_or_path"] = info["base_model"]["path"];
     write_file_atomic(cfg_file, c.dump(2) + "\n");
     if (fs::exists(tmp / methods::kHeadFile)) info["head"] = methods::kHeadFile;
   } else {

@@ -26,6 +26,8 @@
 #
 # Usage: /usr/bin/python3 tests/reference/make_peft_goldens.py --out tests/goldens/peft
 # Deterministic (fixed seeds, one thread). The C++ test is tests/model/test_peft.cpp.
+# `make_peft_goldens.py apply --model DIR --adapter DIR --tokens 1,2,3` prints the logits of any
+# PEFT adapter on an F32 checkpoint under the same semantics (e.g. one tunebench exported).
 
 import argparse
 import json
@@ -292,7 +294,48 @@ def self_check(name, p, cfg, ids, lora):
           mg.forward(p, cfg, both)[0][:, P:])
 
 
+def load_adapter(adapter_dir, cfg):
+    """A PEFT adapter directory as keyword arguments of adapted(), under PEFT's semantics."""
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        ac = json.load(f)
+    tensors = load_checkpoint(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    kind = ac["peft_type"]
+    if kind in ("PREFIX_TUNING", "PROMPT_TUNING"):
+        return {"prefix" if kind == "PREFIX_TUNING" else "prompt": tensors["prompt_embeddings"]}
+    assert kind == "LORA", kind
+    lora = {}
+    for name in tensors:
+        if not name.endswith(".lora_A.weight"):
+            continue
+        module = name[len("base_model.model."):-len(".lora_A.weight")]
+        r = pattern_value(ac.get("rank_pattern") or {}, module, ac["r"])
+        alpha = pattern_value(ac.get("alpha_pattern") or {}, module, ac["lora_alpha"])
+        scaling = alpha / math.sqrt(r) if ac.get("use_rslora") else alpha / r
+        lora[module] = (tensors[name], tensors[name.replace("lora_A", "lora_B")], scaling)
+    return {"lora": lora}
+
+
+def apply_main(argv):
+    """apply --model DIR --adapter DIR --tokens 1,2,3: the logits (T, V) of one sequence with the
+    adapter, as JSON {"logits": [[...]]} (a tunebench-exported adapter checked against PEFT's
+    semantics; tests/runner/test_save_adaptations.cpp runs it when torch is installed)."""
+    ap = argparse.ArgumentParser(prog="make_peft_goldens.py apply")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--adapter", required=True)
+    ap.add_argument("--tokens", required=True)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    with open(os.path.join(args.model, "config.json")) as f:
+        cfg = json.load(f)
+    p = load_checkpoint(os.path.join(args.model, "model.safetensors"))
+    ids = torch.tensor([[int(t) for t in args.tokens.split(",")]])
+    logits = adapted(p, cfg, ids, **load_adapter(args.adapter, cfg))[0]
+    print(json.dumps({"logits": logits.tolist()}))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "apply":
+        return apply_main(sys.argv[2:])
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--goldens", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "goldens"))

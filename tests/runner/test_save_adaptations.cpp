@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -71,7 +73,7 @@ class SaveAdaptations : public RunnerTest {
         EXPECT_EQ(info["head"], "tunebench_head.safetensors");
         const json c = read_json_file(kept / "adapter_config.json");
         EXPECT_EQ(c["task_type"], "CAUSAL_LM");
-        EXPECT_EQ(c["base_model_name_or_path"], info["model"]["path"]);
+        EXPECT_EQ(c["base_model_name_or_path"], info["base_model"]["path"]);
         EXPECT_EQ(c["peft_type"], m == "lora" ? "LORA" : m == "prefix" ? "PREFIX_TUNING" : "PROMPT_TUNING");
       }
 
@@ -100,6 +102,55 @@ TEST_F(SaveAdaptations, Gpt2LoraOnQAndVIsExportedOnCAttnAndReproduced) {
   EXPECT_EQ(st.tensors().size(), 4u);  // one A/B pair per layer
 }
 
+// What tunebench exports means in PEFT's terms what tunebench computes: the committed PyTorch
+// script (tests/reference/make_peft_goldens.py apply, PEFT's semantics written out) gives the
+// logits `tunebench logits --adapter` gives, for a LoRA, prefix and soft prompt trained on
+// spam (Llama) and a LoRA on GPT-2's fused c_attn. Needs Debian's python3-torch.
+TEST_F(SaveAdaptations, ExportedAdaptersGiveTheSameLogitsInThePyTorchScript) {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian's python3-torch)";
+  const fs::path gpt2 = make_gpt2();
+  struct Case {
+    fs::path model;
+    std::string method;
+  };
+  const std::vector<Case> cases = {{model_dir_, "lora"}, {model_dir_, "prefix"}, {model_dir_, "softprompt"}, {gpt2, "lora"}};
+  auto r = cli("run --methods lora,prefix,softprompt " + common(model_dir_, dir_ / "llama") +
+               " --save-adaptations --lora.epochs 1 --prefix.epochs 1 --softprompt.epochs 1 --lora.lr 0.05");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = cli("run --methods lora " + common(gpt2, dir_ / "gpt2run") + " --save-adaptations --lora.epochs 1 --lora.lr 0.05");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string tokens = "5,17,96,3,42,42,8,63";
+  const fs::path script = fs::path(TB_SOURCE_DIR) / "tests/reference/make_peft_goldens.py";
+  for (const auto& c : cases) {
+    const fs::path kept = dir_ / (c.model == gpt2 ? "gpt2run" : "llama") / "adaptations" / (c.method + "__spam__seed0");
+    const auto ours = cli("logits --json --model " + shell_quote(c.model.string()) + " --tokens " + tokens + " --adapter " +
+                          shell_quote(kept.string()));
+    ASSERT_EQ(ours.exit_code, 0) << ours.err;
+    const std::string cmd = "/usr/bin/python3 " + shell_quote(script.string()) + " apply --model " +
+                            shell_quote(c.model.string()) + " --adapter " + shell_quote(kept.string()) +
+                            " --tokens " + tokens + " > " + shell_quote((dir_ / "py.json").string());
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const auto a = json::parse(ours.out)["logits"], b = json::parse(slurp(dir_ / "py.json"))["logits"];
+    const auto base = json::parse(cli("logits --json --model " + shell_quote(c.model.string()) + " --tokens " + tokens).out)["logits"];
+    ASSERT_EQ(a.size(), b.size());
+    double diff = 0, moved = 0;
+    for (size_t t = 0; t < a.size(); ++t) {
+      ASSERT_EQ(a[t].size(), b[t].size());
+      size_t best_a = 0, best_b = 0;
+      for (size_t v = 0; v < a[t].size(); ++v) {
+        diff = std::max(diff, std::abs(a[t][v].get<double>() - b[t][v].get<double>()));
+        moved = std::max(moved, std::abs(a[t][v].get<double>() - base[t][v].get<double>()));
+        if (a[t][v].get<double>() > a[t][best_a].get<double>()) best_a = v;
+        if (b[t][v].get<double>() > b[t][best_b].get<double>()) best_b = v;
+      }
+      EXPECT_EQ(best_a, best_b) << c.method << " position " << t;
+    }
+    EXPECT_LT(diff, 1e-4) << c.method << " on " << c.model;
+    EXPECT_GT(moved, 1e-3) << c.method << ": the adaptation must change the logits for the comparison to mean something";
+  }
+}
+
 TEST_F(SaveAdaptations, WrongBaseModelOrBadAdapterIsExitTwoNamingFileAndKey) {
   const fs::path out = dir_ / "run";
   auto r = cli("run --methods lora " + common(model_dir_, out) + " --save-adaptations --lora.epochs 1");
@@ -108,7 +159,7 @@ TEST_F(SaveAdaptations, WrongBaseModelOrBadAdapterIsExitTwoNamingFileAndKey) {
   const fs::path gpt2 = make_gpt2();
   r = cli("eval --adapter " + shell_quote(kept.string()) + " " + common(gpt2, dir_ / "e1"));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("tunebench_adaptation.json: model.config:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tunebench_adaptation.json: base_model.config:"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 
   // The same architecture with other weights: the sha256 differs.
@@ -120,7 +171,7 @@ TEST_F(SaveAdaptations, WrongBaseModelOrBadAdapterIsExitTwoNamingFileAndKey) {
   save_model(m, other);
   r = cli("eval --adapter " + shell_quote(kept.string()) + " " + common(other, dir_ / "e2"));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("tunebench_adaptation.json: model.sha256:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tunebench_adaptation.json: base_model.sha256:"), std::string::npos) << r.err;
 
   // An unknown peft_type in the kept adapter_config.json.
   json c = read_json_file(kept / "adapter_config.json");
