@@ -67,14 +67,14 @@ PeftAdapter peft_from_lora(const std::vector<LoraPair>& pairs, const ModelConfig
     }
     a.lora.push_back(std::move(m));
   }
-  // The config's r and lora_alpha: the most common rank (a fused-only GPT-2 LoRA has all its
-  // modules at k·r); the others go to rank_pattern / alpha_pattern.
+  // The config's r and lora_alpha: the most common rank, the larger on a tie (a fused-only
+  // GPT-2 LoRA has all its modules at k·r); the others go to rank_pattern / alpha_pattern.
   std::map<int64_t, int> count;
   for (const auto& m : a.lora) ++count[m.rank];
   int64_t common = r;
   int best = 0;
   for (const auto& [rank, n] : count)
-    if (n > best) {
+    if (n >= best) {
       best = n;
       common = rank;
     }

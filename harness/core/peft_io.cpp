@@ -71,9 +71,13 @@ void expect_equal(const json& j, const char* key, int64_t want, const std::strin
 }
 
 std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "(";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? "," : "") + std::to_string(s[i]);
-  return t + ")";
+  std::string t(1, '(');
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) t += ',';
+    t += std::to_string(s[i]);
+  }
+  t += ')';
+  return t;
 }
 
 }  // namespace
