@@ -225,7 +225,7 @@ class PeftErrors : public PeftRoundTrip {
  protected:
   // A copy of a golden adapter whose config is edited by `edit`.
   fs::path edited(const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
-    const fs::path d = dir_ / name;
+    const fs::path d = dir_ / (name + "." + std::to_string(++edits_));
     fs::create_directories(d);
     fs::copy_file(kPeft / name / "adapter_model.safetensors", d / "adapter_model.safetensors");
     auto c = read_json_file(kPeft / name / "adapter_config.json");
@@ -242,6 +242,7 @@ class PeftErrors : public PeftRoundTrip {
     }
     return "";
   }
+  int edits_ = 0;
 };
 
 TEST_F(PeftErrors, NameTheFileAndTheKey) {
