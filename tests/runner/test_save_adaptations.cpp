@@ -10,9 +10,13 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "harness/base/errors.h"
 #include "harness/base/strict_json.h"
 #include "harness/core/safetensors.h"
+#include "harness/runner/runner.h"
+#include "methods/method.h"
 #include "tests/runner/runner_fixture.h"
 
 namespace tb::testing {
@@ -201,6 +205,21 @@ TEST_F(SaveAdaptations, LogitsAndGenerateTakeTheAdapter) {
                      shell_quote(kept.string()));
   EXPECT_EQ(g.exit_code, 0) << g.err;
   EXPECT_TRUE(json::parse(g.out).contains("text"));
+}
+
+TEST_F(SaveAdaptations, SuiteRunSectionTakesSaveAdaptations) {
+  const fs::path suite = dir_ / "suite.ini";
+  std::ofstream(suite) << "[run]\nmethods = lora\nsave-adaptations = true\n";
+  EXPECT_EQ(runner::read_suite(suite, methods::registry()).save_adaptations, std::optional<bool>(true));
+  std::ofstream(suite) << "[run]\nmethods = lora\n";
+  EXPECT_FALSE(runner::read_suite(suite, methods::registry()).save_adaptations.has_value());
+  std::ofstream(suite) << "[run]\nsave-adaptations = maybe\n";
+  try {
+    runner::read_suite(suite, methods::registry());
+    FAIL() << "no error for save-adaptations = maybe";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("suite.ini:2: save-adaptations: expected true or false"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
