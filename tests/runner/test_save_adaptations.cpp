@@ -1,6 +1,6 @@
 // `tunebench run --save-adaptations` and `tunebench eval` through the built CLI on the tiny
 // random models of the runner tests and the real spam task (--limit): the kept directories
-// (PEFT format for lora, prefix, softprompt; tunebench's for adapter), and eval of each one
+// (PEFT format for lora, prefix, softprompt; tunebench's for adapter, head, full), and eval of each one
 // reproducing the run's test metrics (and forgetting) exactly; a wrong base model or a bad adapter is exit 2
 // with one line naming the file and the key.
 #include <gtest/gtest.h>
@@ -66,7 +66,7 @@ class SaveAdaptations : public RunnerTest {
       EXPECT_EQ(info["method"], m);
       EXPECT_EQ(info["task"], "spam");
       EXPECT_EQ(info["limit"], 24);
-      const bool peft = m != "adapter";
+      const bool peft = m == "lora" || m == "prefix" || m == "softprompt";
       EXPECT_EQ(info["format"], peft ? "peft" : "tunebench") << m;
       EXPECT_EQ(fs::exists(kept / "adapter_config.json"), peft) << m;
       EXPECT_EQ(fs::exists(kept / "adapter_model.safetensors"), peft) << m;
@@ -93,8 +93,9 @@ class SaveAdaptations : public RunnerTest {
 };
 
 TEST_F(SaveAdaptations, EvalOfEachKeptAdaptationReproducesTheRunsTestMetrics) {
-  run_and_eval(model_dir_, {"lora", "prefix", "softprompt", "adapter"},
-               "--lora.epochs 2 --prefix.epochs 2 --softprompt.epochs 2 --adapter.epochs 2");
+  run_and_eval(model_dir_, {"lora", "prefix", "softprompt", "adapter", "head", "full"},
+               "--lora.epochs 2 --prefix.epochs 2 --softprompt.epochs 2 --adapter.epochs 2 --head.epochs 2 "
+               "--head.unfreeze-last 1 --full.epochs 1");
 }
 
 TEST_F(SaveAdaptations, Gpt2LoraOnQAndVIsExportedOnCAttnAndReproduced) {
