@@ -9,6 +9,7 @@
 
 #include "harness/base/errors.h"
 #include "harness/core/ops.h"
+#include "methods/saved.h"
 #include "methods/trainer.h"
 
 namespace tb::methods {
@@ -27,6 +28,8 @@ struct LoraHooks::Module {
   Site hook_site = Site::q;  // where the model calls the delta (qkv for a slice of a fused linear)
   std::string base;          // the checkpoint name of the base linear (site_module), for names and messages
   int64_t in = 0, out = 0, offset = 0, total_out = 0;
+  int64_t rank = 0;          // r of this pair
+  float scale = 0.0f;        // alpha / r of this pair
   Param* A = nullptr;        // (r, in)
   Param* B = nullptr;        // (out, r)
   // Saved by a training forward for backward.
@@ -85,37 +88,90 @@ LoraHooks::LoraHooks(const ModelConfig& cfg, const LoraConfig& lc)
       m.out = slice.rows;
       m.offset = slice.row_offset;
       m.total_out = slice.total_rows;
+      m.rank = rank_;
+      m.scale = scale_;
       modules_.push_back(std::move(m));
     }
   }
   if (modules_.empty()) throw InputError("lora: no site selected (lora.sites, lora.layers)");
-
-  // Declare A and B for every module, then bind the pointers (declare may reallocate).
-  std::vector<std::pair<size_t, size_t>> idx;
-  for (const auto& m : modules_) {
-    // A slice of a fused linear adds its site's name: "<fused linear>.q.lora_A.weight".
-    const std::string base = m.base + (m.hook_site != m.site ? std::string(".") + site_name(m.site) : "");
-    const size_t a = store_.declare(base + ".lora_A.weight", {rank_, m.in}, true);
-    const size_t b = store_.declare(base + ".lora_B.weight", {m.out, rank_}, true);
-    idx.emplace_back(a, b);
-  }
-  store_.allocate();
+  declare_and_index(L);
   std::mt19937_64 gen(lc.seed);
-  for (size_t i = 0; i < modules_.size(); ++i) {
-    Module& m = modules_[i];
-    m.A = &store_.at(idx[i].first);
-    m.B = &store_.at(idx[i].second);
+  for (Module& m : modules_) {
     // kaiming_uniform_(a=√5): gain √(2/(1+5)), bound = gain·√(3/fan_in) = 1/√fan_in.
     const float bound = 1.0f / std::sqrt(static_cast<float>(m.in));
     std::uniform_real_distribution<float> d(-bound, bound);
     for (int64_t j = 0; j < m.A->numel(); ++j) m.A->data[j] = d(gen);
   }
+}
+
+void LoraHooks::declare_and_index(int num_layers) {
+  // Declare A and B for every module, then bind the pointers (declare may reallocate).
+  std::vector<std::pair<size_t, size_t>> idx;
+  for (const auto& m : modules_) {
+    // A slice of a fused linear adds its site's name: "<fused linear>.q.lora_A.weight".
+    const std::string base = m.base + (m.hook_site != m.site ? std::string(".") + site_name(m.site) : "");
+    const size_t a = store_.declare(base + ".lora_A.weight", {m.rank, m.in}, true);
+    const size_t b = store_.declare(base + ".lora_B.weight", {m.out, m.rank}, true);
+    idx.emplace_back(a, b);
+  }
+  store_.allocate();
+  for (size_t i = 0; i < modules_.size(); ++i) {
+    modules_[i].A = &store_.at(idx[i].first);
+    modules_[i].B = &store_.at(idx[i].second);
+  }
   store_.set_all_trainable(true);
   store_.allocate_grads();
-
-  index_.assign(static_cast<size_t>(L) * kNumSites, {});
+  index_.assign(static_cast<size_t>(num_layers) * kNumSites, {});
   for (size_t i = 0; i < modules_.size(); ++i)
     index_[modules_[i].layer * kNumSites + static_cast<int>(modules_[i].hook_site)].push_back(static_cast<int>(i));
+}
+
+LoraHooks::LoraHooks(const ModelConfig& cfg, const std::vector<LoraPair>& pairs, double dropout, uint64_t seed)
+    : rank_(0), scale_(0.0f), dropout_(static_cast<float>(dropout)), rng_(seed ^ 0x9E3779B97F4A7C15ull) {
+  if (!(dropout >= 0.0 && dropout < 1.0))
+    throw InputError("lora.dropout: must be in [0, 1), got " + std::to_string(dropout));
+  if (pairs.empty()) throw InputError("lora: no LoRA pair given");
+  for (const auto& p : pairs) {
+    const SiteSlice slice = site_slice(cfg, p.site);
+    TB_CHECK(p.layer >= 0 && p.layer < cfg.n_layer && p.rank > 0 &&
+                 p.A.size() == static_cast<size_t>(p.rank * slice.in_features) &&
+                 p.B.size() == static_cast<size_t>(slice.rows * p.rank),
+             "LoRA pair for layer " << p.layer << " site " << site_name(p.site) << " does not fit the model");
+    Module m;
+    m.layer = p.layer;
+    m.site = p.site;
+    m.hook_site = slice.hook_site;
+    m.base = site_module(cfg, p.layer, p.site);
+    m.in = slice.in_features;
+    m.out = slice.rows;
+    m.offset = slice.row_offset;
+    m.total_out = slice.total_rows;
+    m.rank = p.rank;
+    m.scale = p.scale;
+    modules_.push_back(std::move(m));
+  }
+  rank_ = modules_.front().rank;
+  scale_ = modules_.front().scale;
+  declare_and_index(static_cast<int>(cfg.n_layer));
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    std::copy(pairs[i].A.begin(), pairs[i].A.end(), modules_[i].A->data);
+    std::copy(pairs[i].B.begin(), pairs[i].B.end(), modules_[i].B->data);
+  }
+}
+
+std::vector<LoraPair> LoraHooks::pairs() const {
+  std::vector<LoraPair> out;
+  for (const Module& m : modules_) {
+    LoraPair p;
+    p.layer = m.layer;
+    p.site = m.site;
+    p.rank = m.rank;
+    p.scale = m.scale;
+    p.A.assign(m.A->data, m.A->data + m.A->numel());
+    p.B.assign(m.B->data, m.B->data + m.B->numel());
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 LoraHooks::~LoraHooks() = default;
@@ -172,16 +228,16 @@ void LoraHooks::delta_forward(int layer, Site site, float* y, const float* x, in
     }
     float* u;
     if (training) {
-      m.u.resize(static_cast<size_t>(N * rank_));
+      m.u.resize(static_cast<size_t>(N * m.rank));
       m.saved_n = N;
       u = m.u.data();
     } else {
-      u_.resize(static_cast<size_t>(N * rank_));
+      u_.resize(static_cast<size_t>(N * m.rank));
       u = u_.data();
     }
     d_.resize(static_cast<size_t>(N * m.out));
-    ops::linear_forward(u, xin, m.A->data, nullptr, N, IC, rank_);
-    ops::linear_forward(d_.data(), u, m.B->data, nullptr, N, rank_, m.out);
+    ops::linear_forward(u, xin, m.A->data, nullptr, N, IC, m.rank);
+    ops::linear_forward(d_.data(), u, m.B->data, nullptr, N, m.rank, m.out);
     if (training) {
       int64_t bytes = 0;
       for (const auto& x : modules_) bytes += static_cast<int64_t>(x.u.size() * sizeof(float) + x.mask.size());
@@ -190,7 +246,7 @@ void LoraHooks::delta_forward(int layer, Site site, float* y, const float* x, in
     for (int64_t n = 0; n < N; ++n) {
       float* yr = y + n * OC + m.offset;
       const float* dr = d_.data() + n * m.out;
-      for (int64_t j = 0; j < m.out; ++j) yr[j] += scale_ * dr[j];
+      for (int64_t j = 0; j < m.out; ++j) yr[j] += m.scale * dr[j];
     }
   }
 }
@@ -206,10 +262,10 @@ void LoraHooks::delta_backward(int layer, Site site, float* dx, const float* dy,
     for (int64_t n = 0; n < N; ++n) {
       const float* dr = dy + n * OC + m.offset;
       float* gr = g_.data() + n * m.out;
-      for (int64_t j = 0; j < m.out; ++j) gr[j] = scale_ * dr[j];
+      for (int64_t j = 0; j < m.out; ++j) gr[j] = m.scale * dr[j];
     }
-    du_.assign(static_cast<size_t>(N * rank_), 0.0f);
-    ops::linear_backward(du_.data(), m.B->grad, nullptr, g_.data(), m.u.data(), m.B->data, N, rank_, m.out);
+    du_.assign(static_cast<size_t>(N * m.rank), 0.0f);
+    ops::linear_backward(du_.data(), m.B->grad, nullptr, g_.data(), m.u.data(), m.B->data, N, m.rank, m.out);
     const bool drop = !m.mask.empty();
     const float* xin = x;
     if (drop) {
@@ -221,7 +277,7 @@ void LoraHooks::delta_backward(int layer, Site site, float* dx, const float* dy,
       dxd_.assign(static_cast<size_t>(N * IC), 0.0f);
       dxin = dxd_.data();
     }
-    ops::linear_backward(dxin, m.A->grad, nullptr, du_.data(), xin, m.A->data, N, IC, rank_);
+    ops::linear_backward(dxin, m.A->grad, nullptr, du_.data(), xin, m.A->data, N, IC, m.rank);
     if (drop && dx) {
       const float keep = 1.0f / (1.0f - dropout_);
       for (int64_t i = 0; i < N * IC; ++i)
@@ -241,14 +297,14 @@ void LoraHooks::merge_into(Model& model) {
     std::vector<double> row(static_cast<size_t>(m.in));
     for (int64_t o = 0; o < m.out; ++o) {
       std::fill(row.begin(), row.end(), 0.0);
-      for (int64_t k = 0; k < rank_; ++k) {
-        const double b = B[o * rank_ + k];
+      for (int64_t k = 0; k < m.rank; ++k) {
+        const double b = B[o * m.rank + k];
         if (b == 0.0) continue;
         const float* ar = A + k * m.in;
         for (int64_t i = 0; i < m.in; ++i) row[i] += b * ar[i];
       }
       float* wr = W.data + (m.offset + o) * m.in;
-      for (int64_t i = 0; i < m.in; ++i) wr[i] = static_cast<float>(wr[i] + scale_ * row[i]);
+      for (int64_t i = 0; i < m.in; ++i) wr[i] = static_cast<float>(wr[i] + m.scale * row[i]);
     }
     W.touch();
   }
@@ -283,6 +339,7 @@ class LoraMethod final : public HookedMethod<LoraHooks> {
     ctx.model.params().set_all_trainable(false);
     ctx.model.params().allocate_grads();
     hooks_ = std::make_unique<LoraHooks>(ctx.model.config(), lc);
+    lc_ = lc;
     train(ctx, cfg);
     ctx.meter.memory["activations"] += hooks_->peak_saved_bytes();
     ctx.meter.details["lora_sites"] = hooks_->num_sites();
@@ -298,6 +355,16 @@ class LoraMethod final : public HookedMethod<LoraHooks> {
   // Merged, the base weights are the adapted model; unmerged, the hooks are.
   Hooks* lm_hooks() override { return hooks_ && !hooks_->merged() ? hooks_.get() : nullptr; }
   bool changes_base() const override { return hooks_ && hooks_->merged(); }
+
+  // PEFT form (saved.h: peft_from_lora; GPT-2's q/k/v slices as one block-structured pair).
+  bool export_peft(const std::filesystem::path& dir) const override {
+    write_peft_adapter(dir, config_, peft_from_lora(hooks_->pairs(), config_, lc_.rank, lc_.alpha, lc_.dropout), "");
+    if (trainer_->head()) write_head(dir, trainer_->head()->store());
+    return true;
+  }
+
+ private:
+  LoraConfig lc_;
 };
 
 }  // namespace

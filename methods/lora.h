@@ -32,6 +32,17 @@ struct LoraConfig {
   uint64_t seed = 0;                        // A's init and the dropout stream
 };
 
+// One trained (or loaded) pair: y[:, rows of `site`] += scale·B·A·x at layer `layer`, A (rank,
+// in) and B (out, rank) with the site's in/out features (site_slice). `site` may also be
+// Site::qkv on a fused family: one pair over the whole fused output, as PEFT has it.
+struct LoraPair {
+  int layer = 0;
+  Site site = Site::q;
+  int64_t rank = 0;
+  float scale = 0.0f;
+  std::vector<float> A, B;
+};
+
 // The LoRA names of `cfg`'s family that `all-linear` expands to.
 std::vector<std::string> lora_all_linear_sites(const ModelConfig& cfg);
 
@@ -39,7 +50,13 @@ class LoraHooks : public Hooks {
  public:
   // Throws InputError naming lora.<field> on bad sites, layers, rank, alpha or dropout.
   LoraHooks(const ModelConfig& cfg, const LoraConfig& lc);
+  // The given pairs (a saved adaptation), each with its own rank and scale; `dropout` and
+  // `seed` as in LoraConfig, for further training.
+  LoraHooks(const ModelConfig& cfg, const std::vector<LoraPair>& pairs, double dropout, uint64_t seed);
   ~LoraHooks() override;
+
+  // Every pair's current values, in the order they were declared.
+  std::vector<LoraPair> pairs() const;
 
   // A and B of every site, all trainable, gradients allocated. Names follow the base
   // linear they update (site_module in model.h): "<module>.lora_A.weight" (r,IC),
@@ -47,7 +64,7 @@ class LoraHooks : public Hooks {
   // "<module>.q.lora_A.weight".
   ParamStore& store() { return store_; }
   const ParamStore& store() const { return store_; }
-  float scale() const { return scale_; }
+  float scale() const { return scale_; }  // of the first pair (all pairs of a LoraConfig share it)
   int64_t num_sites() const;
 
   int lowest_trainable_layer(int num_layers) const override;
@@ -72,6 +89,7 @@ class LoraHooks : public Hooks {
 
  private:
   struct Module;
+  void declare_and_index(int num_layers);
   const std::vector<int>& modules_at(int layer, Site site) const;
   Module& checked(int index, int64_t IC, int64_t OC);
   void dropout_input(const Module& m, const float* x, int64_t N);

@@ -178,6 +178,11 @@ class Method {
   // Writes what the method must store to reproduce its predictions (the trainable delta,
   // as safetensors); returns the bytes written (0 when there is nothing to store).
   virtual int64_t save_adaptation(const std::filesystem::path& dir) const = 0;
+  // Writes what the method learned as a Hugging Face PEFT adapter directory (methods/saved.h:
+  // adapter_config.json, adapter_model.safetensors and, with a classification head,
+  // tunebench_head.safetensors); false when the method has no PEFT form (then its
+  // save_adaptation file is what --save-adaptations keeps).
+  virtual bool export_peft(const std::filesystem::path& dir) const { return false; }
   // Hooks to apply when measuring forgetting on heldout-lm (the adapted model's LM loss);
   // nullptr with changes_base() false means the base behaviour is untouched.
   virtual Hooks* lm_hooks() { return nullptr; }

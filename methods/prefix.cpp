@@ -11,6 +11,7 @@
 
 #include "harness/base/errors.h"
 #include "harness/core/ops.h"
+#include "methods/saved.h"
 #include "methods/trainer.h"
 
 namespace tb::methods {
@@ -272,6 +273,18 @@ class PrefixMethod final : public HookedMethod<PrefixHooks> {
   int64_t trainable_params() const override { return trained_ + trainer_->head_params(); }
 
   // save_adaptation stores the prefix tensors after the MLP (PEFT layout (P, L·2·NKV·hs)).
+
+  // PEFT form: the prefix itself (prefix_projection false: the MLP has been run and dropped).
+  bool export_peft(const std::filesystem::path& dir) const override {
+    PeftAdapter a;
+    a.type = PeftType::prefix_tuning;
+    a.num_virtual_tokens = hooks_->tokens();
+    const Param& prefix = hooks_->store().at(0);
+    a.embeddings.assign(prefix.data, prefix.data + prefix.numel());
+    write_peft_adapter(dir, config_, a, "");
+    if (trainer_->head()) write_head(dir, trainer_->head()->store());
+    return true;
+  }
 
  private:
   int64_t trained_ = 0;

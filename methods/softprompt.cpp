@@ -10,6 +10,7 @@
 #include <string>
 
 #include "harness/base/errors.h"
+#include "methods/saved.h"
 #include "methods/trainer.h"
 
 namespace tb::methods {
@@ -100,6 +101,18 @@ class SoftPromptMethod final : public HookedMethod<SoftPromptHooks> {
     train(ctx, cfg);
     ctx.meter.details["virtual_tokens"] = P;
     ctx.meter.details["init"] = init;
+  }
+
+  // PEFT form: prompt tuning's prompt_embeddings (P, C).
+  bool export_peft(const std::filesystem::path& dir) const override {
+    PeftAdapter a;
+    a.type = PeftType::prompt_tuning;
+    a.num_virtual_tokens = hooks_->tokens();
+    const Param& prompt = hooks_->store().at(0);
+    a.embeddings.assign(prompt.data, prompt.data + prompt.numel());
+    write_peft_adapter(dir, config_, a, "");
+    if (trainer_->head()) write_head(dir, trainer_->head()->store());
+    return true;
   }
 
 };

@@ -103,6 +103,8 @@ class ClassificationTrainer {
   // Trainable parameters of the head (0 with the lm objective).
   int64_t head_params() const;
   const ClassifierHead* head() const { return head_.get(); }
+  // The head to load saved weights into (null with the lm objective).
+  ClassifierHead* mutable_head() { return head_.get(); }
   // Accuracy of `examples` under the current weights (used for dev selection); its cost is
   // added to dev_cost() (not to the meter's eval figures, which are the test predictions').
   double accuracy(const std::vector<tasks::Example>& examples);
@@ -155,11 +157,13 @@ class HookedMethod : public Method {
 
  protected:
   void train(RunContext& ctx, const TrainConfig& cfg) {
+    config_ = ctx.model.config();
     trainer_ = std::make_unique<ClassificationTrainer>(ctx, cfg, Adaptation{hooks_.get(), {&hooks_->store()}});
     trainer_->fit();
   }
   std::unique_ptr<H> hooks_;
   std::unique_ptr<ClassificationTrainer> trainer_;
+  ModelConfig config_;  // of the model trained on (PEFT export names its modules)
 };
 
 }  // namespace tb::methods

@@ -9,6 +9,7 @@
 #include "harness/core/generate.h"
 #include "harness/core/model_io.h"
 #include "harness/core/tokenizer.h"
+#include "methods/saved.h"
 
 namespace tb::cli {
 
@@ -30,12 +31,14 @@ int cmd_generate(const Args& args) {
       "seed", po::value(&seed)->default_value(0), "random seed")(
       "stop", po::value<std::vector<std::string>>(), "stop token (string; repeatable); the EOS token always stops")(
       "precision", po::value<std::string>()->default_value("f32"), "f32 | bf16 (mixed-precision matmuls)")(
+      "adapter", po::value<std::string>(), "apply a saved adaptation (PEFT adapter or run --save-adaptations directory; "
+                                           "a classification head is not used)")(
       "json", "print {\"text\", \"ids\", \"stop_reason\"}");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   if (vm.count("help")) {
     std::cout << "usage: tunebench generate --model DIR --prompt \"...\" [--max-new N] [--temperature T]\n"
-              << "                          [--top-k K] [--top-p P] [--seed S] [--stop TOKEN] [--precision f32|bf16] [--json]\n\n"
+              << "                          [--top-k K] [--top-p P] [--seed S] [--stop TOKEN] [--adapter DIR] [--precision f32|bf16] [--json]\n\n"
               << opts;
     return 0;
   }
@@ -71,7 +74,12 @@ int cmd_generate(const Args& args) {
     if (auto bos = tok.bos_id()) prompt.push_back(*bos);
     else throw InputError("--prompt is empty and the tokenizer has no BOS token");
   }
-  const auto gen = generate(*model, {prompt}, g).at(0);
+  methods::SavedAdaptation saved;
+  if (vm.count("adapter")) {
+    saved = methods::load_adaptation(vm["adapter"].as<std::string>(), model->config(), &model->params());
+    methods::apply_base_tensors(saved, *model);
+  }
+  const auto gen = generate(*model, {prompt}, g, saved.hooks.get()).at(0);
   std::vector<int32_t> shown;
   for (int32_t t : gen.tokens)
     if (std::find(g.stop_tokens.begin(), g.stop_tokens.end(), t) == g.stop_tokens.end()) shown.push_back(t);

@@ -9,6 +9,7 @@
 #include "harness/cli/commands.h"
 #include "harness/base/errors.h"
 #include "harness/core/model_io.h"
+#include "methods/saved.h"
 
 namespace tb::cli {
 
@@ -40,12 +41,15 @@ int cmd_logits(const Args& args) {
       "model", po::value<std::string>(), "checkpoint directory (config.json + model.safetensors)")(
       "tokens", po::value<std::string>(), "comma-separated token ids, e.g. 1,2,3")(
       "precision", po::value<std::string>()->default_value("f32"), "f32 | bf16 (mixed-precision matmuls)")(
+      "adapter", po::value<std::string>(), "apply a saved adaptation (PEFT adapter or run --save-adaptations directory; "
+                                           "LoRA unmerged, a classification head is not used)")(
       "json", "print {\"logits\": [[...], ...]}, one row per position");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).run(), vm);
   if (vm.count("help")) {
-    std::cout << "usage: tunebench logits --model DIR --tokens 1,2,3 [--precision f32|bf16] [--json]\n\n"
-              << "Print the logits of every position of the token sequence.\n\n" << opts;
+    std::cout << "usage: tunebench logits --model DIR --tokens 1,2,3 [--adapter DIR] [--precision f32|bf16] [--json]\n\n"
+              << "Print the logits of every position of the token sequence (with a prompt-tuning adapter,\n"
+              << "the positions of the given tokens only, not the virtual tokens).\n\n" << opts;
     return 0;
   }
   po::notify(vm);
@@ -55,10 +59,17 @@ int cmd_logits(const Args& args) {
   const Precision precision = parse_precision(vm["precision"].as<std::string>(), "--precision");
   auto model = load_model(vm["model"].as<std::string>());
   model->set_precision(precision);
+  methods::SavedAdaptation saved;
+  if (vm.count("adapter")) {
+    saved = methods::load_adaptation(vm["adapter"].as<std::string>(), model->config(), &model->params());
+    methods::apply_base_tensors(saved, *model);
+  }
   const int64_t T = static_cast<int64_t>(ids.size()), V = model->config().vocab_size;
-  model->forward(ids.data(), 1, T);
-  std::vector<float> logits(T * V);
-  model->logits(logits.data());
+  model->forward(ids.data(), 1, T, saved.hooks.get());
+  const int64_t Pv = model->virtual_tokens();
+  std::vector<float> all((Pv + T) * V);
+  model->logits(all.data());
+  const std::vector<float> logits(all.begin() + Pv * V, all.end());
   const bool json = vm.count("json") > 0;
   std::string out = json ? "{\"logits\": [" : "";
   char buf[32];

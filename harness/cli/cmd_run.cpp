@@ -86,6 +86,8 @@ int cmd_run(const Args& args) {
       ("limit", po::value<int64_t>(), "at most N examples per split (smoke runs); a retrieval collection keeps the kept examples' gold documents + N distractors")
       ("precision", po::value<std::string>(), "f32 (default) | bf16: mixed-precision matmuls (bf16 operands, fp32 "
                                               "accumulation, fp32 master weights and optimizer state)")
+      ("save-adaptations", "keep what each method learned in <out>/adaptations/<method>__<task>__seed<k>/ (PEFT format "
+                           "for lora, prefix, softprompt) with tunebench_adaptation.json; tunebench eval applies it")
       ("task-file", po::value<std::vector<std::string>>()->composing(), "also load this task spec (repeatable)");
   // clang-format on
   runner::MethodOptions cli_options;
@@ -95,7 +97,7 @@ int cmd_run(const Args& args) {
   if (vm.count("help")) {
     std::cout << "usage: tunebench run [--suite FILE.ini | --methods a,b --tasks x,y] [--model DIR] [--seeds 0,1,2]\n"
               << "                     [--out DIR] [--resume [--retry-failed]] [--shard I/N] [--threads N] [--limit N]\n"
-              << "                     [--precision f32|bf16]\n"
+              << "                     [--precision f32|bf16] [--save-adaptations]\n"
               << "                     [--task-file SPEC.ini] [--<method>.<option> VALUE ...]\n\n"
               << "Runs methods x tasks x seeds, each in its own process, and writes one JSON record per run\n"
               << "(<method>__<task>__seed<k>.json) plus summary.csv and summary.md to --out. Records are never\n"
@@ -118,6 +120,7 @@ int cmd_run(const Args& args) {
     if (suite.limit) spec.limit = *suite.limit;
     if (suite.threads) spec.threads = *suite.threads;
     if (suite.precision) spec.precision = *suite.precision;
+    if (suite.save_adaptations) spec.save_adaptations = *suite.save_adaptations;
     spec.options = suite.options;
   }
   for (const auto& [method, values] : cli_options)
@@ -147,6 +150,7 @@ int cmd_run(const Args& args) {
   spec.resume = vm.count("resume") > 0;
   spec.retry_failed = vm.count("retry-failed") > 0;
   if (spec.retry_failed && !spec.resume) throw InputError("--retry-failed needs --resume");
+  if (vm.count("save-adaptations")) spec.save_adaptations = true;
   if (vm.count("task-file"))
     for (const auto& f : vm["task-file"].as<std::vector<std::string>>()) spec.task_files.emplace_back(f);
   if (vm.count("out")) {

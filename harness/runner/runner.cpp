@@ -30,9 +30,12 @@
 #include "harness/core/dnnl/dnn.h"
 #include "harness/core/generate.h"
 #include "harness/core/model_io.h"
+#include "harness/core/safetensors.h"
 #include "harness/core/tokenizer.h"
 #include "harness/runner/machine.h"
 #include "harness/runner/meter.h"
+#include "harness/base/strict_json.h"
+#include "methods/saved.h"
 #include "tasks/reference.h"
 #include "tasks/registry.h"
 #include "tb_version.h"
@@ -57,6 +60,12 @@ std::vector<std::string> split_list(const std::string& s) {
   for (std::string item; std::getline(ss, item, ',');)
     if (!trim(item).empty()) out.push_back(trim(item));
   return out;
+}
+
+bool parse_bool(const std::string& text, const std::string& what) {
+  if (text == "true" || text == "1" || text == "yes") return true;
+  if (text == "false" || text == "0" || text == "no") return false;
+  throw InputError(what + ": expected true or false, got '" + text + "'");
 }
 
 int64_t parse_int(const std::string& text, const std::string& what) {
@@ -421,6 +430,52 @@ struct RunPlan {
   double runs_done_seconds = 0.0;
 };
 
+// --save-adaptations: what the method learned, moved from `tmp` to
+// <out>/adaptations/<record name without .json>/ with tunebench_adaptation.json (methods/saved.h).
+// lora, prefix and softprompt are written as PEFT adapters (adaptation.safetensors then
+// dropped: the PEFT files hold the same values); other methods keep adaptation.safetensors.
+// A method that stores nothing (icl, index, the reference rows) leaves no directory.
+void keep_adaptation(const MatrixContext& mc, const RunPlan& plan, const methods::Method& method, const Model& model,
+                     const fs::path& tmp, bool saved_tensors) {
+  const fs::path peft_dir = tmp / "peft";
+  const bool peft = method.export_peft(peft_dir);
+  if (!peft && !saved_tensors) return;
+  json info = {{"format", peft ? "peft" : "tunebench"},
+               {"method", plan.item.method},
+               {"options", *plan.options},
+               {"task", plan.item.task},
+               {"seed", plan.item.seed},
+               {"limit", mc.spec.limit},
+               {"precision", mc.spec.precision},
+               {"base_model", {{"path", fs::absolute(mc.model_dir).lexically_normal().string()},
+                          {"sha256", mc.model_sha},
+                          {"config", model.config().to_hf_json()}}},
+               {"head", nullptr},
+               {"record", record_filename(plan.item.method, plan.item.task, plan.item.seed)}};
+  if (peft) {
+    fs::remove(tmp / methods::kTunebenchAdaptationFile);
+    for (const auto& e : fs::directory_iterator(peft_dir)) fs::rename(e.path(), tmp / e.path().filename());
+    fs::remove(peft_dir);
+    // PEFT finds the base model through base_model_name_or_path.
+    const fs::path cfg_file = tmp / "adapter_config.json";
+    json c = read_json_file(cfg_file);
+    c["base_model_name_or_path"] = info["base_model"]["path"];
+    write_file_atomic(cfg_file, c.dump(2) + "\n");
+    if (fs::exists(tmp / methods::kHeadFile)) info["head"] = methods::kHeadFile;
+  } else {
+    const fs::path values = tmp / methods::kTunebenchAdaptationFile;
+    if (fs::exists(values) && SafetensorsFile::open(values).find("head.weight"))
+      info["head"] = methods::kTunebenchAdaptationFile;
+  }
+  write_file_atomic(tmp / methods::kAdaptationInfoFile, info.dump(2) + "\n");
+  const std::string stem = fs::path(record_filename(plan.item.method, plan.item.task, plan.item.seed)).stem().string();
+  const fs::path keep = mc.out / "adaptations" / stem;
+  fs::create_directories(keep.parent_path());
+  fs::remove_all(keep);
+  fs::rename(tmp, keep);
+  fs::create_directories(tmp);
+}
+
 // --limit N: tasks::hashed_subset, the one subset rule of every sample.
 std::vector<tasks::Example> take(const std::vector<tasks::Example>& v, int64_t limit) {
   return tasks::hashed_subset(v, limit);
@@ -542,6 +597,8 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     fs::create_directories(adapt_dir);
     const int64_t returned_bytes = method->save_adaptation(adapt_dir);
     const int64_t adaptation_bytes = std::max(dir_bytes(adapt_dir), returned_bytes);
+    if (mc.spec.save_adaptations && ti["status"] == "ok")
+      keep_adaptation(mc, plan, *method, *model, adapt_dir, returned_bytes > 0);
     fs::remove_all(adapt_dir);
 
     Hooks* lm_hooks = method->lm_hooks();
@@ -769,8 +826,9 @@ Suite read_suite(const fs::path& file, const std::vector<methods::MethodInfo>& m
       else if (key == "limit") s.limit = parse_int(value, what);
       else if (key == "threads") s.threads = static_cast<int>(parse_int(value, what));
       else if (key == "precision") s.precision = precision_name(parse_precision(value, what));
+      else if (key == "save-adaptations") s.save_adaptations = parse_bool(value, what);
       else
-        throw InputError(where + ": unknown key '" + key + "' in [run] (expected methods, tasks, seeds, model, limit, threads, precision)");
+        throw InputError(where + ": unknown key '" + key + "' in [run] (expected methods, tasks, seeds, model, limit, threads, precision, save-adaptations)");
     } else {
       const auto& info = *std::find_if(methods.begin(), methods.end(), [&](const auto& m) { return m.name == section; });
       resolve_options(info, {{key, value}}, where);
@@ -841,6 +899,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   MatrixResult result;
   result.planned = static_cast<int64_t>(plans.size());
   mc.model_sha = model_sha256(mc.model_dir, mc.cache_dir);
+  if (spec.precheck) spec.precheck(mc.model_dir, mc.model_sha);
   std::vector<RunPlan> todo;
   // What a run's record says of its task depends on the task and --limit only: computed once
   // per task, so planning a matrix of many seeds costs one pass over each task's data.

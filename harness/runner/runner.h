@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,7 +33,8 @@ inline constexpr int64_t kHeldoutTokens = 8192;
 
 using MethodOptions = std::map<std::string, std::map<std::string, std::string>>;  // method -> name -> value
 
-// A suite file (INI): a [run] section with methods, tasks, seeds, model, limit, threads, precision and
+// A suite file (INI): a [run] section with methods, tasks, seeds, model, limit, threads, precision,
+// save-adaptations and
 // one [<method>] section per method with its options. Unknown sections and keys are
 // InputErrors naming the file, line and key.
 struct Suite {
@@ -42,6 +44,7 @@ struct Suite {
   std::optional<int64_t> limit;
   std::optional<int> threads;
   std::optional<std::string> precision;
+  std::optional<bool> save_adaptations;  // key save-adaptations = true|false
   MethodOptions options;
 };
 Suite read_suite(const std::filesystem::path& file, const std::vector<methods::MethodInfo>& methods);
@@ -60,8 +63,15 @@ struct RunSpec {
   // With resume: runs recorded "error" or "oom" (a full disk, a killed child) are run again
   // too, their records replaced; "ok" and "diverged" runs are results and are kept.
   bool retry_failed = false;
+  // Keep what each method learned in <out>/adaptations/<method>__<task>__seed<N>/ with
+  // tunebench_adaptation.json (a PEFT adapter for lora, prefix and softprompt; methods/saved.h).
+  bool save_adaptations = false;
   int64_t shard_index = 0, shard_count = 1;
   std::string command_line;
+  // Called once in the calling process before any run starts, with the resolved model
+  // directory and its weights' sha256 (tunebench eval checks the adaptation there, so a bad
+  // one is one InputError rather than a failed record per task).
+  std::function<void(const std::filesystem::path& model_dir, const std::string& model_sha256)> precheck;
 };
 
 // --limit N on a retrieval task's document collection: every gold document of the kept
