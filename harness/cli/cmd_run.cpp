@@ -73,7 +73,8 @@ int cmd_run(const Args& args) {
   // clang-format off
   opts.add_options()
       ("help,h", "print this help")
-      ("suite", po::value<std::string>(), "INI suite file: [run] methods, tasks, seeds, model, limit, threads; [<method>] options")
+      ("suite", po::value<std::string>(), "INI suite file: [run] methods, tasks, seeds, model, limit, threads, precision, "
+                                          "train-sizes; [tune] grids; [<method>] options")
       ("methods", po::value<std::string>(), "comma-separated methods (tunebench list methods)")
       ("tasks", po::value<std::string>(), "comma-separated tasks (tunebench list tasks)")
       ("model", po::value<std::string>(), "model directory (config.json, model.safetensors, tokenizer.json); default models/default")
@@ -85,6 +86,11 @@ int cmd_run(const Args& args) {
       ("limit", po::value<int64_t>(), "at most N examples per split (smoke runs); a retrieval collection keeps the kept examples' gold documents + N distractors")
       ("precision", po::value<std::string>(), "f32 (default) | bf16: mixed-precision matmuls (bf16 operands, fp32 "
                                               "accumulation, fp32 master weights and optimizer state)")
+      ("train-sizes", po::value<std::string>(), "learning curves: e.g. 8,32,128,512,all; each method that learns from "
+                                                "train runs at each size on a class-balanced nested subset of train")
+      ("tune", po::value<std::vector<std::string>>()->composing(), "OPTION=V1,V2,... (e.g. lr=1e-4,3e-4,1e-3, or "
+                                                                    "lora.lr=... for one method; repeatable): choose the "
+                                                                    "option on dev per run, then score test once")
       ("task-file", po::value<std::vector<std::string>>()->composing(), "also load this task spec (repeatable)");
   // clang-format on
   runner::MethodOptions cli_options;
@@ -94,10 +100,11 @@ int cmd_run(const Args& args) {
   if (vm.count("help")) {
     std::cout << "usage: tunebench run [--suite FILE.ini | --methods a,b --tasks x,y] [--model DIR] [--seeds 0,1,2]\n"
               << "                     [--out DIR] [--resume] [--shard I/N] [--threads N] [--limit N]\n"
-              << "                     [--precision f32|bf16]\n"
+              << "                     [--precision f32|bf16] [--train-sizes 8,32,128,all] [--tune lr=1e-4,3e-4]\n"
               << "                     [--task-file SPEC.ini] [--<method>.<option> VALUE ...]\n\n"
               << "Runs methods x tasks x seeds, each in its own process, and writes one JSON record per run\n"
-              << "(<method>__<task>__seed<k>.json) plus summary.csv and summary.md to --out. Records are never\n"
+              << "(<method>__<task>__seed<k>.json; <method>__<task>__n<size>__seed<k>.json with --train-sizes)\n"
+              << "plus summary.csv and summary.md to --out. Records are never\n"
               << "overwritten: a record already in --out is an error unless --resume, which skips it.\n"
               << "Method/task pairs that do not apply (e.g. lexicon on a non-sentiment task) are skipped.\n"
               << "Flags override the suite file. Exit code 1 when a run failed (its record says why).\n\n"
@@ -117,6 +124,8 @@ int cmd_run(const Args& args) {
     if (suite.threads) spec.threads = *suite.threads;
     if (suite.precision) spec.precision = *suite.precision;
     spec.options = suite.options;
+    if (suite.train_sizes) spec.train_sizes = *suite.train_sizes;
+    spec.tune = suite.tune;
   }
   for (const auto& [method, values] : cli_options)
     for (const auto& [name, value] : values) spec.options[method][name] = value;
@@ -141,6 +150,12 @@ int cmd_run(const Args& args) {
   if (vm.count("threads")) spec.threads = vm["threads"].as<int>();
   if (vm.count("limit")) spec.limit = vm["limit"].as<int64_t>();
   if (vm.count("precision")) spec.precision = vm["precision"].as<std::string>();
+  if (vm.count("train-sizes")) spec.train_sizes = runner::parse_train_sizes(vm["train-sizes"].as<std::string>(), "--train-sizes");
+  if (vm.count("tune")) {
+    // --tune replaces the suite's [tune] section as a whole.
+    spec.tune.clear();
+    for (const auto& t : vm["tune"].as<std::vector<std::string>>()) runner::add_tune_flag(spec.tune, t, methods::registry());
+  }
   if (vm.count("shard")) std::tie(spec.shard_index, spec.shard_count) = runner::parse_shard(vm["shard"].as<std::string>());
   spec.resume = vm.count("resume") > 0;
   if (vm.count("task-file"))
