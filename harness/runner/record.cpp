@@ -85,21 +85,28 @@ const std::vector<std::pair<const char*, std::vector<Field>>>& schema() {
   return s;
 }
 
+const char* kMemoryKeys[] = {"weights", "gradients", "optimizer_state", "activations", "kv_cache", "index"};
+
+[[noreturn]] void bad(const std::string& where, const std::string& field, const std::string& what) {
+  throw FormatError(where + ": " + field + ": " + what);
+}
+
 // Optional run_info fields of learning curves and tuned runs (records without them stay valid):
 //   train_subset  "8" | "all" ...: the --train-sizes entry of the run (in its file name);
-//   train_size    the number of labelled train examples the run had (with train_subset);
+//   train_size    the number of labelled train examples the run had (required with
+//                 train_subset; alone, it states the size of a run outside a curve);
 //   tuning        {"split", "metric", "higher_is_better", "grid": {option: [values]},
 //                  "trials": [{"options": {option: value}, "status", "dev": number|null}],
 //                  "chosen": {option: value}, "seconds"}: the options chosen on dev (--tune).
 void validate_curve_and_tuning(const json& ri, const std::string& where) {
-  const bool subset = ri.contains("train_subset"), size = ri.contains("train_size");
-  if (subset != size) bad(where, subset ? "run_info.train_size" : "run_info.train_subset", "missing (the other is present)");
-  if (subset) {
+  if (ri.contains("train_subset")) {
     static const std::regex re(R"(all|[1-9][0-9]*)");
     if (!ri["train_subset"].is_string() || !std::regex_match(ri["train_subset"].get<std::string>(), re))
       bad(where, "run_info.train_subset", "must be a string: a positive integer or \"all\"");
-    if (!has_kind(ri["train_size"], Kind::unsigned_integer)) bad(where, "run_info.train_size", "must be a non-negative integer");
+    if (!ri.contains("train_size")) bad(where, "run_info.train_size", "missing (run_info.train_subset is present)");
   }
+  if (ri.contains("train_size") && !has_kind(ri["train_size"], Kind::unsigned_integer))
+    bad(where, "run_info.train_size", "must be a non-negative integer");
   if (!ri.contains("tuning")) return;
   const json& t = ri["tuning"];
   if (!t.is_object()) bad(where, "run_info.tuning", "must be an object");
@@ -119,12 +126,6 @@ void validate_curve_and_tuning(const json& ri, const std::string& where) {
     if (!tr.is_object() || !tr.contains("options") || !tr["options"].is_object() || !tr.contains("status") ||
         !tr["status"].is_string() || !tr.contains("dev") || !(tr["dev"].is_number() || tr["dev"].is_null()))
       bad(where, "run_info.tuning.trials", "entries must be {options: object, status: string, dev: number or null}");
-}
-
-const char* kMemoryKeys[] = {"weights", "gradients", "optimizer_state", "activations", "kv_cache", "index"};
-
-[[noreturn]] void bad(const std::string& where, const std::string& field, const std::string& what) {
-  throw FormatError(where + ": " + field + ": " + what);
 }
 
 void validate_metric(const json& m, const std::string& where, const std::string& field) {
@@ -329,10 +330,8 @@ Record read_record(const fs::path& file) {
   r.message = j["train_info"]["message"].get<std::string>();
   r.config_hash = j["run_info"]["config_hash"].get<std::string>();
   r.primary_metric = j["run_info"]["primary_metric"].get<std::string>();
-  if (j["run_info"].contains("train_subset")) {
-    r.train_subset = j["run_info"]["train_subset"].get<std::string>();
-    r.train_size = j["run_info"]["train_size"].get<int64_t>();
-  }
+  if (j["run_info"].contains("train_subset")) r.train_subset = j["run_info"]["train_subset"].get<std::string>();
+  if (j["run_info"].contains("train_size")) r.train_size = j["run_info"]["train_size"].get<int64_t>();
   const auto expected = record_filename(r.method, r.task, r.seed, r.train_subset);
   if (file.filename() != expected)
     throw FormatError(file.string() + ": run_info names " + expected + ", not this file");

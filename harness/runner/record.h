@@ -38,7 +38,8 @@ struct Record {
   std::string config_hash;
   std::string primary_metric;  // the task's main metric (may be absent from a failed run's metrics)
   // Learning curves (--train-sizes): the size as the matrix named it ("8", "all"; "" outside
-  // a curve) and the number of labelled train examples the run had (-1 outside a curve).
+  // a curve) and the number of labelled train examples the run had (run_info.train_size; -1
+  // when the record does not state it).
   std::string train_subset;
   int64_t train_size = -1;
   nlohmann::json json;

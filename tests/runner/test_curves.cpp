@@ -72,9 +72,14 @@ TEST(TrainSubsets, AreNestedClassBalancedAndStable) {
       if (k == sizes[c]) continue;  // exhausted
       lo = std::min(lo, k), hi = std::max(hi, k);
     }
-    if (hi > 0) EXPECT_LE(hi - lo, 1) << "n=" << n;
-    for (int c = 0; c < 3; ++c)
-      if (counts.count(c) && counts.at(c) < sizes[c]) EXPECT_GE(counts.at(c), std::min<int64_t>(n / 3, sizes[c]) - 1);
+    if (hi > 0) {
+      EXPECT_LE(hi - lo, 1) << "n=" << n;
+    }
+    for (int c = 0; c < 3; ++c) {
+      if (counts.count(c) && counts.at(c) < sizes[c]) {
+        EXPECT_GE(counts.at(c), std::min<int64_t>(n / 3, sizes[c]) - 1);
+      }
+    }
     // In split order, and the same every time.
     for (std::size_t i = 1; i < sub.size(); ++i) {
       const auto pos = [&all](const std::string& id) {
