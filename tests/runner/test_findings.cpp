@@ -6,6 +6,7 @@
 // opens with the section. Also the chart labels that used to cross their SVG's edge.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <regex>
@@ -468,6 +469,18 @@ TEST(ReportSvgLabels, EveryLabelFitsItsChart) {
   for (int s = 0; s < 24; ++s)
     lines.push_back({"lora (rank=16, alpha=32, sites=q,k,v,o) seed " + std::to_string(s), "#123", {{0, 2.0}, {10, 1.0 + s}}});
   expect_text_inside(reports::svg_lines("loss-x", "step", "loss", lines));
+  // The learning curve: long method labels and level labels in its legend, points at both
+  // ends of the log axis, a crossover mark at the largest size.
+  std::vector<reports::CurveLine> curve = {
+      {"lora (rank=16, alpha=32, sites=q,k,v,o,up,down)", "#111", {{8, 0.5, 0.05, ""}, {2000, 0.97, 0.01, ""}}},
+      {"icl", "#222", {{8, 0.6, 0.02, ""}, {2000, 0.66, 0.02, ""}}}};
+  const std::vector<reports::CurveLevel> levels = {{"zero-shot 0.5500 ± 0.0200", "#555", 0.55, 0.02},
+                                                   {"majority 0.5000 ± 0.0300", "#999", 0.5, 0.03},
+                                                   {"best icl (k=4, n=2000)", "#222", 0.66, 0.02}};
+  const std::vector<reports::CurveMark> marks = {{"#111", "lora first beats", 128, 2000, 0.97}};
+  const auto lc = reports::svg_learning_curve("curve-x", "labelled train examples", "accuracy", curve, levels, marks);
+  expect_text_inside(lc);
+  EXPECT_NE(lc.find("class=\"crossover-mark\""), std::string::npos);
 }
 
 }  // namespace
