@@ -108,6 +108,18 @@ TEST(TrainSizes, ParseAndReject) {
   }
 }
 
+// The committed learning-curve suite parses and asks for what its comment says.
+TEST(TrainSizes, TheLearningCurveSuiteParses) {
+  const auto s = runner::read_suite(fs::path(TB_SOURCE_DIR) / "suites" / "learning-curves.ini", methods::registry());
+  ASSERT_TRUE(s.train_sizes && s.methods && s.tasks && s.seeds);
+  EXPECT_EQ(*s.train_sizes, (std::vector<std::string>{"8", "32", "128", "all"}));
+  EXPECT_EQ(*s.methods, (std::vector<std::string>{"majority", "icl", "head", "lora", "full"}));
+  EXPECT_EQ(s.tasks->size(), 3u);
+  EXPECT_EQ(s.seeds->size(), 3u);
+  // The default suite has no learning curve (make run stays within its 15 minutes).
+  EXPECT_FALSE(runner::read_suite(fs::path(TB_SOURCE_DIR) / "suites" / "default.ini", methods::registry()).train_sizes);
+}
+
 TEST(TuneGrid, EntriesAreCheckedAndApplyPerMethod) {
   const auto& reg = methods::registry();
   runner::TuneGrid g;
