@@ -10,7 +10,7 @@ OUT   ?= results/default
 CAP_ISA ?= AVX2
 PHASE := bash scripts/phase.sh
 
-.PHONY: deps build run test test-release test-isa test-asan test-tsan bench integration clean fuzz
+.PHONY: deps build run learning-curves test test-release test-isa test-asan test-tsan bench integration clean fuzz
 
 deps:
 	@$(PHASE) deps bash scripts/deps.sh
@@ -20,6 +20,12 @@ build: deps
 
 run: build
 	@$(PHASE) "default suite + report" bash scripts/run_default.sh $(BUILD) $(OUT)
+
+# The learning-curve suite (suites/learning-curves.ini, about 45 minutes on 2 cores) into
+# results/learning-curves (resumed), and its report as the example in docs/examples/.
+learning-curves: build
+	@$(PHASE) "learning-curve suite + report" sh -c '$(BUILD)/tunebench run --suite suites/learning-curves.ini --out results/learning-curves --resume; \
+	  $(BUILD)/tunebench report results/learning-curves --out docs/examples/learning-curves'
 
 # The whole suite in Release; the model and core tests again with oneDNN capped at AVX2 (so a
 # test that would fail on an AVX2-only CPU fails here on any CPU); the whole suite again under

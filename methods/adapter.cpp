@@ -183,7 +183,8 @@ MethodInfo adapter_method_info() {
           opts,
           [] { return std::make_unique<AdapterMethod>(); },
           {tasks::OutputType::classify, tasks::OutputType::multiple_choice},
-          {}};
+          {},
+          true};
 }
 
 }  // namespace tb::methods

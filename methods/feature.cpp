@@ -318,7 +318,8 @@ MethodInfo feature_method_info() {
            {"batch", "32", "examples per forward pass when extracting features"}},
           [] { return std::make_unique<FeatureMethod>(); },
           {tasks::OutputType::classify},
-          {}};
+          {},
+          true};
 }
 
 }  // namespace tb::methods

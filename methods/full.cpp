@@ -45,7 +45,8 @@ MethodInfo full_method_info() {
           training_option_specs(TrainDefaults{3e-4, 4, 16, 0.01, "head"}),
           [] { return std::make_unique<FullMethod>(); },
           {tasks::OutputType::classify, tasks::OutputType::multiple_choice},
-          {}};
+          {},
+          true};
 }
 
 }  // namespace tb::methods

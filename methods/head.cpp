@@ -75,7 +75,8 @@ MethodInfo head_method_info() {
           opts,
           [] { return std::make_unique<HeadMethod>(); },
           {tasks::OutputType::classify, tasks::OutputType::multiple_choice},
-          {}};
+          {},
+          true};
 }
 
 }  // namespace tb::methods

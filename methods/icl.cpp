@@ -288,6 +288,7 @@ MethodInfo icl_method_info() {
   };
   info.make = [] { return std::make_unique<Icl>(); };
   info.supports = {tasks::OutputType::classify, tasks::OutputType::multiple_choice};
+  info.learns_from_train = true;  // demonstrations come from the train split
   return info;
 }
 

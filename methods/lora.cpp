@@ -387,7 +387,8 @@ MethodInfo lora_method_info() {
           opts,
           [] { return std::make_unique<LoraMethod>(); },
           {tasks::OutputType::classify, tasks::OutputType::multiple_choice},
-          {}};
+          {},
+          true};
 }
 
 }  // namespace tb::methods

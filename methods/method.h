@@ -200,6 +200,10 @@ struct MethodInfo {
   // empty = every task of a supported output type. The runner skips pairs that do not
   // apply instead of recording them as failed.
   std::function<bool(const tasks::Task&)> applies;
+  // The method learns from the labelled train split (trains parameters on it, or draws
+  // demonstrations from it), so a learning curve (`tunebench run --train-sizes`) runs it at
+  // every size; the others run once on the whole split.
+  bool learns_from_train = false;
 };
 
 // Every method, in the order of the README's method table (reference rows last). Each methods/<name>.cpp defines a

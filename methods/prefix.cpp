@@ -310,7 +310,8 @@ MethodInfo prefix_method_info() {
           opts,
           [] { return std::make_unique<PrefixMethod>(); },
           {tasks::OutputType::classify, tasks::OutputType::multiple_choice},
-          {}};
+          {},
+          true};
 }
 
 }  // namespace tb::methods

@@ -136,7 +136,8 @@ MethodInfo softprompt_method_info() {
           opts,
           [] { return std::make_unique<SoftPromptMethod>(); },
           {tasks::OutputType::classify, tasks::OutputType::multiple_choice},
-          {}};
+          {},
+          true};
 }
 
 }  // namespace tb::methods

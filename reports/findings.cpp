@@ -184,20 +184,51 @@ double train_size(const MethodRow& r) {
   return NAN;
 }
 
+// The best rows of methods a and b on a task, compared at the same number of labelled
+// examples: with learning-curve records, at the largest size both have a successful run of
+// (their best rows over all sizes would compare a method at 512 examples with another at 8).
+std::pair<const MethodRow*, const MethodRow*> best_pair(const TaskSection& s, const std::string& a, const std::string& b) {
+  auto size_of = [](const MethodRow& r) {
+    const double n = train_size(r);
+    return std::isfinite(n) && r.runs.front()->train_size >= 0 ? n : -1.0;
+  };
+  std::set<double> sa, sb;
+  for (const auto* r : rows_of(s, a))
+    if (usable(*r)) sa.insert(size_of(*r));
+  for (const auto* r : rows_of(s, b))
+    if (usable(*r)) sb.insert(size_of(*r));
+  double common = NAN;
+  for (double n : sa)
+    if (sb.count(n)) common = n;
+  if (!std::isfinite(common) || (sa.size() <= 1 && sb.size() <= 1)) return {best_ok(s, a), best_ok(s, b)};
+  std::vector<const MethodRow*> ra, rb;
+  for (const auto* r : rows_of(s, a))
+    if (size_of(*r) == common) ra.push_back(r);
+  for (const auto* r : rows_of(s, b))
+    if (size_of(*r) == common) rb.push_back(r);
+  return {best_of(ra), best_of(rb)};
+}
+
+// " with 32 labelled examples" for a row of a learning curve, "" otherwise.
+std::string at_size(const MethodRow& r) {
+  return r.runs.front()->train_size >= 0 ? " with " + plural(r.runs.front()->train_size, "labelled example", "labelled examples")
+                                         : "";
+}
+
 // ---- LoRA vs full finetuning ---------------------------------------------------------------
 
 void lora_vs_full(const std::vector<TaskSection>& sections, std::vector<ReportFinding>& out) {
   const Question q = Question::lora_vs_full;
   std::vector<ReportFinding> per_task;
   std::vector<double> ratios, ratio_ses, params, memory, time;
+  std::vector<std::string> beats, trails, level;  // tasks by the per-task verdict
   std::set<std::string> metrics;
   int seeds_lo = 0, seeds_hi = 0, compared = 0;
   bool any = false;
   for (const auto& s : sections) {
     if (rows_of(s, "lora").empty() && rows_of(s, "full").empty()) continue;
     any = true;
-    const MethodRow* a = best_ok(s, "lora");
-    const MethodRow* b = best_ok(s, "full");
+    const auto [a, b] = best_pair(s, "lora", "full");
     if (!a || !b) {
       std::vector<std::string> why;
       if (!a) why.push_back(why_missing(s, "lora"));
@@ -233,14 +264,15 @@ void lora_vs_full(const std::vector<TaskSection>& sections, std::vector<ReportFi
                                              : std::to_string(a->ok) + " vs " + plural(b->ok, "seed", "seeds");
     if (overlap(*a, *b))
       per_task.push_back(make(q, Verdict::indistinguishable, s.task,
-                              capital(name_of(*a)) + " and " + name_of(*b) + " cannot be told apart on " + s.task + ": " +
-                                  values + " (" + seeds + ").",
+                              capital(name_of(*a)) + " and " + name_of(*b) + " cannot be told apart on " + s.task + at_size(*a) +
+                                  ": " + values + " (" + seeds + ").",
                               nums));
     else
       per_task.push_back(make(q, Verdict::measured, s.task,
                               capital(name_of(*a)) + (better(*a, *b) ? " beats " : " trails ") + name_of(*b) + " on " + s.task +
-                                  ": " + values + ", a difference of " + signed_pm(d, d_se) + " (" + seeds + ").",
+                                  at_size(*a) + ": " + values + ", a difference of " + signed_pm(d, d_se) + " (" + seeds + ").",
                               nums));
+    (overlap(*a, *b) ? level : better(*a, *b) ? beats : trails).push_back(s.task);
   }
   if (!any) {
     out.push_back(make(q, Verdict::not_enough_runs, "",
@@ -267,13 +299,36 @@ void lora_vs_full(const std::vector<TaskSection>& sections, std::vector<ReportFi
     if (std::isfinite(fp)) costs.push_back(pct(fp) + " of its trainable parameters");
     if (std::isfinite(fm)) costs.push_back(pct(fm) + " of its peak memory");
     if (std::isfinite(ft)) costs.push_back(pct(ft) + " of its training time");
-    std::string text = std::isfinite(r) ? "LoRA reaches " + pct(r) + " ± " + pct(r_se) + " of full finetuning's " + metric_name
-                                        : "LoRA, compared with full finetuning on " + metric_name + ", runs";
-    if (!costs.empty()) text += " with " + join(costs);
-    text += " (" + plural(compared, "task", "tasks") + ", " + seed_range(seeds_lo, seeds_hi) + ")";
-    const bool level = std::isfinite(r) && std::fabs(r - 1.0) <= or_zero(r_se);
-    if (level) text += "; within its uncertainty the two are level";
-    out.push_back(make(q, level ? Verdict::indistinguishable : Verdict::measured, "", text + ".",
+    // The headline never contradicts the per-task sentences: a mean ratio is the summary only
+    // when every task says the same (LoRA beats, trails, or cannot be told apart from full
+    // finetuning); when tasks disagree it says so, task by task, and the mean is marked as
+    // averaging tasks that disagree.
+    const std::string ratio_text = std::isfinite(r) ? pct(r) + " ± " + pct(r_se) + " of full finetuning's " + metric_name : "";
+    const std::string cost_text = costs.empty() ? "" : join(costs);
+    const std::string scope = " (" + plural(compared, "task", "tasks") + ", " + seed_range(seeds_lo, seeds_hi) + ")";
+    const int kinds = !beats.empty() + !trails.empty() + !level.empty();
+    const auto on = [compared](const std::vector<std::string>& tasks) {
+      return compared == 1 ? "on " + tasks.front() : "on every one of the " + std::to_string(compared) + " tasks";
+    };
+    std::string text;
+    Verdict verdict = Verdict::measured;
+    if (kinds > 1) {
+      std::vector<std::string> parts;
+      if (!beats.empty()) parts.push_back("beats it on " + join(beats));
+      if (!trails.empty()) parts.push_back("trails it on " + join(trails));
+      if (!level.empty()) parts.push_back("cannot be told apart from it on " + join(level));
+      text = "LoRA's quality against full finetuning differs by task: it " + join(parts) + " (per task below)";
+      if (!ratio_text.empty()) text += "; the mean over tasks, " + ratio_text + ", averages tasks that disagree";
+      if (!cost_text.empty()) text += "; it uses " + cost_text;
+    } else {
+      const std::string how = !level.empty() ? "LoRA and full finetuning cannot be told apart " + on(level)
+                              : !beats.empty() ? "LoRA beats full finetuning " + on(beats)
+                                               : "LoRA trails full finetuning " + on(trails);
+      if (!level.empty()) verdict = Verdict::indistinguishable;
+      text = how + (ratio_text.empty() ? "" : ": LoRA reaches " + ratio_text) + (cost_text.empty() ? "" : " with " + cost_text);
+    }
+    text += scope;
+    out.push_back(make(q, verdict, "", text + ".",
                        {{"quality_ratio", r}, {"quality_ratio_stderr", r_se}, {"trainable_fraction", fp},
                         {"peak_memory_fraction", fm}, {"train_time_fraction", ft}, {"tasks", compared},
                         {"seeds_min", seeds_lo}, {"seeds_max", seeds_hi}}));
@@ -291,8 +346,7 @@ void softprompt_vs_prefix(const std::vector<TaskSection>& sections, std::vector<
   for (const auto& s : sections) {
     if (rows_of(s, "softprompt").empty() && rows_of(s, "prefix").empty()) continue;
     any = true;
-    const MethodRow* a = best_ok(s, "softprompt");
-    const MethodRow* b = best_ok(s, "prefix");
+    const auto [a, b] = best_pair(s, "softprompt", "prefix");
     if (!a || !b) {
       std::vector<std::string> why;
       if (!a) why.push_back(why_missing(s, "softprompt"));

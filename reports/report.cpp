@@ -8,7 +8,9 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
+#include "reports/curves.h"
 #include "reports/findings.h"
 #include "reports/svg.h"
 
@@ -418,6 +420,228 @@ void html_findings(Html& h, const std::vector<TaskSection>& sections) {
   h.os << "</section>";
 }
 
+// ---- learning curves and tuning --------------------------------------------------------------
+
+const char* kCurvesNote =
+    "Quality against the number of labelled train examples (log x), from the runs of --train-sizes: each method that "
+    "learns from train ran on a class-balanced subset of train, the subsets nested (the smaller set is part of the larger), "
+    "the same for every method and seed; in-context learning drew its demonstrations from the same subset. Points are means "
+    "over seeds with ±1 stderr bars (test-set bootstrap and seed spread). Dashed: the zero-shot level (icl with k = 0), "
+    "the majority reference and the best in-context setting (best k and size, chosen on test, so the bar favours in-context "
+    "learning). A diamond marks the first size where a method's mean beats that setting; the shaded band spans the sizes "
+    "between which the crossover lies.";
+
+std::string size_text(double n) { return std::isfinite(n) ? std::to_string(std::llround(n)) : "?"; }
+
+std::string icl_setting_text(const IclSetting& s) {
+  return "icl" + (s.k >= 0 ? " k=" + std::to_string(s.k) : std::string()) + " from " + size_text(s.n) + " examples";
+}
+
+// One sentence per crossover, from the curve's numbers.
+std::string crossover_text(const LearningCurve& c, const Crossover& x) {
+  const std::string best = icl_setting_text(c.best_icl) + ", " + c.metric + " " + metric_cell(c.best_icl.value, c.best_icl.err);
+  if (!x.found)
+    return x.method + " does not beat the best in-context setting (" + best + ") on " + c.task + " at any size up to " +
+           size_text(x.largest_n) + " labelled examples.";
+  std::string where = std::isfinite(x.n_before)
+                          ? "between " + size_text(x.n_before) + " and " + size_text(x.n) + " labelled examples"
+                          : "at or below " + size_text(x.n) + " labelled examples, the smallest size run";
+  std::string t = x.method + " first beats the best in-context setting (" + best + ") on " + c.task + " " + where + ": by " +
+                  (x.diff >= 0 ? "+" : "") + format_fixed(x.diff, 4) + " ± " + format_fixed(x.diff_err, 4) + " at " +
+                  size_text(x.n);
+  if (x.clear) t += ", beyond the error bars.";
+  else if (std::isfinite(x.n_clear)) t += " within the error bars; beyond them from " + size_text(x.n_clear) + " examples.";
+  else t += ", within the error bars at every size (the crossover is not established).";
+  return t;
+}
+
+void markdown_curves(std::ostringstream& os, const std::vector<LearningCurve>& curves) {
+  if (curves.empty()) return;
+  os << "\n## Learning curves\n\n" << kCurvesNote << " The plots are in report.html.\n";
+  for (const auto& c : curves) {
+    std::set<std::string> subsets_seen;
+    std::vector<std::pair<double, std::string>> sizes;
+    for (const auto& m : c.methods)
+      for (const auto& p : m.points)
+        if (subsets_seen.insert(p.subset).second) sizes.emplace_back(p.n, p.subset);
+    std::sort(sizes.begin(), sizes.end());
+    os << "\n### " << c.task << "\n\n" << c.metric << " ± stderr by labelled train examples.\n\n| method |";
+    for (const auto& sz : sizes) os << " " << (sz.second == "all" ? "all (" + size_text(sz.first) + ")" : sz.second) << " |";
+    os << "\n| --- |";
+    for (std::size_t i = 0; i < sizes.size(); ++i) os << " ---: |";
+    os << "\n";
+    for (const auto& m : c.methods) {
+      os << "| " << m.method << " |";
+      for (const auto& sz : sizes) {
+        const auto it = std::find_if(m.points.begin(), m.points.end(), [&sz](const CurveStat& p) { return p.subset == sz.second; });
+        os << " " << (it == m.points.end() ? "" : metric_cell(it->value, it->err)) << " |";
+      }
+      os << "\n";
+    }
+    os << "\n";
+    if (std::isfinite(c.zero_shot.value)) os << "- zero-shot (icl k=0): " << metric_cell(c.zero_shot.value, c.zero_shot.err) << "\n";
+    if (std::isfinite(c.majority)) os << "- majority reference: " << metric_cell(c.majority, c.majority_err) << "\n";
+    if (std::isfinite(c.best_icl.value))
+      os << "- best in-context setting: " << icl_setting_text(c.best_icl) << ", " << metric_cell(c.best_icl.value, c.best_icl.err) << "\n";
+    else
+      os << "- no in-context learning run with demonstrations: no crossover to mark\n";
+    for (const auto& x : c.crossovers) os << "- " << crossover_text(c, x) << "\n";
+  }
+}
+
+void html_curves(Html& h, const std::vector<LearningCurve>& curves, const Colors& colors) {
+  if (curves.empty()) return;
+  h.os << "<section id=\"learning-curves\"><h2>Learning curves</h2><p class=\"sub\">" << xml_escape(kCurvesNote) << "</p>";
+  for (const auto& c : curves) {
+    const std::string id = html_id(c.task);
+    std::vector<CurveLine> lines;
+    std::vector<CurveMark> marks;
+    for (const auto& m : c.methods) {
+      const std::string color = colors.count(m.method) ? colors.at(m.method) : palette(lines.size());
+      CurveLine l{m.method, color, {}};
+      for (const auto& p : m.points)
+        l.points.push_back({p.n, p.value, p.err,
+                            m.method + " at " + size_text(p.n) + " labelled examples (" + p.subset + "): " + c.metric + " " +
+                                metric_cell(p.value, p.err) + ", " + std::to_string(p.seeds) + " seed" + (p.seeds == 1 ? "" : "s")});
+      lines.push_back(std::move(l));
+      for (const auto& x : c.crossovers)
+        if (x.method == m.method && x.found) {
+          const auto it = std::find_if(m.points.begin(), m.points.end(), [&x](const CurveStat& p) { return p.n == x.n; });
+          marks.push_back({color, crossover_text(c, x), std::isfinite(x.n_before) ? x.n_before : 0.0, x.n,
+                           it == m.points.end() ? NAN : it->value});
+        }
+    }
+    std::vector<CurveLevel> levels;
+    if (std::isfinite(c.zero_shot.value))
+      levels.push_back({"zero-shot " + metric_cell(c.zero_shot.value, c.zero_shot.err), "#555555", c.zero_shot.value, c.zero_shot.err});
+    if (std::isfinite(c.majority)) levels.push_back({"majority " + metric_cell(c.majority, c.majority_err), "#9a9a9a", c.majority, c.majority_err});
+    if (std::isfinite(c.best_icl.value))
+      levels.push_back({"best icl (" + (c.best_icl.k >= 0 ? "k=" + std::to_string(c.best_icl.k) + ", " : std::string()) + "n=" +
+                            size_text(c.best_icl.n) + ")",
+                        colors.count("icl") ? colors.at("icl") : "#333333", c.best_icl.value, c.best_icl.err});
+    h.os << "<div class=\"curve\" id=\"curve-block-" << id << "\"><h3>" << xml_escape(c.task) << "</h3>";
+    figure(h, c.metric + " against labelled train examples",
+           svg_learning_curve("curve-" + id, "labelled train examples", c.metric, lines, levels, marks), "");
+    h.os << "<ul class=\"crossovers\" id=\"crossovers-" << id << "\">";
+    if (!std::isfinite(c.best_icl.value))
+      h.os << "<li class=\"crossover-none\">No in-context learning run with demonstrations on " << xml_escape(c.task)
+           << ": no crossover to mark.</li>";
+    for (const auto& x : c.crossovers)
+      h.os << "<li class=\"crossover\" data-method=\"" << xml_escape(x.method) << "\">" << xml_escape(crossover_text(c, x)) << "</li>";
+    h.os << "</ul></div>";
+  }
+  h.os << "</section>";
+}
+
+// The tuned runs of a set: one row per (task, method, size) with the grid, each seed's choice
+// and dev scores.
+struct TuningRow {
+  std::string task, method, subset, grid, metric;
+  std::vector<std::string> seeds;  // "seed 0: lr=1e-3 (dev 0.71; lr=1e-4 0.62, ...)"
+};
+
+std::string option_text(const json& options) {
+  std::string t;
+  for (auto it = options.begin(); it != options.end(); ++it)
+    t += (t.empty() ? "" : ",") + it.key() + "=" + (it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
+  return t;
+}
+
+std::vector<TuningRow> tuning_rows(const ResultSet& rs, std::vector<std::string>& untuned) {
+  std::map<std::tuple<std::string, std::string, double>, TuningRow> rows;
+  std::set<std::string> untuned_set;
+  for (const auto& r : rs.records) {
+    const json& ri = r.json["run_info"];
+    if (!ri.contains("tuning")) {
+      const json& ti = r.json["train_info"];
+      if (ti["trainable_params"].is_number() && ti["trainable_params"].get<double>() > 0) untuned_set.insert(r.method + " on " + r.task);
+      continue;
+    }
+    const json& t = ri["tuning"];
+    auto& row = rows[{r.task, r.method, static_cast<double>(r.train_size)}];
+    row.task = r.task;
+    row.method = r.method;
+    row.subset = r.train_subset;
+    row.metric = t["metric"].get<std::string>();
+    std::string grid;
+    for (auto it = t["grid"].begin(); it != t["grid"].end(); ++it) {
+      std::string vals;
+      for (const auto& v : it.value()) vals += (vals.empty() ? "" : ",") + (v.is_string() ? v.get<std::string>() : v.dump());
+      grid += (grid.empty() ? "" : "; ") + it.key() + " ∈ {" + vals + "}";
+    }
+    row.grid = grid;
+    std::string trials;
+    for (const auto& tr : t["trials"])
+      trials += (trials.empty() ? "" : ", ") + option_text(tr["options"]) + " " +
+                (tr["dev"].is_number() ? format_fixed(tr["dev"].get<double>(), 4) : tr["status"].get<std::string>());
+    row.seeds.push_back("seed " + std::to_string(r.seed) + ": chose " + option_text(t["chosen"]) + " (dev " + trials + ")" +
+                        (t.contains("note") ? " — " + t["note"].get<std::string>() : ""));
+  }
+  untuned.assign(untuned_set.begin(), untuned_set.end());
+  std::vector<TuningRow> out;
+  for (auto& e : rows) out.push_back(std::move(e.second));
+  return out;
+}
+
+const char* kTuningNote =
+    "Tuned runs (--tune or a suite's [tune] section) trained once per value of their grid on train, scored the task's "
+    "primary metric on dev, and trained again with the best value to score test once; the tables show that last run.";
+
+void markdown_tuning(std::ostringstream& os, const ResultSet& rs) {
+  std::vector<std::string> untuned;
+  const auto rows = tuning_rows(rs, untuned);
+  os << "\n## Tuning\n\n";
+  if (rows.empty()) {
+    os << "No run was tuned: every run used the fixed options in its record (run_info.options).\n";
+    return;
+  }
+  os << kTuningNote << "\n\n| task | method | train size | grid | choice and dev " << rows.front().metric << " per seed |\n"
+     << "| --- | --- | ---: | --- | --- |\n";
+  for (const auto& r : rows) {
+    std::string seeds;
+    for (const auto& s : r.seeds) seeds += (seeds.empty() ? "" : "; ") + s;
+    os << "| " << r.task << " | " << r.method << " | " << (r.subset.empty() ? "" : r.subset) << " | " << md_escape(r.grid)
+       << " | " << md_escape(seeds) << " |\n";
+  }
+  if (!untuned.empty()) {
+    os << "\nNot tuned (fixed options) though they train parameters:";
+    for (std::size_t i = 0; i < untuned.size(); ++i) os << (i ? ", " : " ") << untuned[i];
+    os << ".\n";
+  }
+}
+
+void html_tuning(Html& h, const ResultSet& rs) {
+  std::vector<std::string> untuned;
+  const auto rows = tuning_rows(rs, untuned);
+  h.os << "<section id=\"tuning\"><h2>Tuning</h2>";
+  if (rows.empty()) {
+    h.os << "<p class=\"sub\">No run was tuned: every run used the fixed options in its record (run_info.options).</p></section>";
+    return;
+  }
+  h.os << "<p class=\"sub\">" << xml_escape(kTuningNote) << "</p><div class=\"table-wrap\"><table class=\"tuning\" id=\"tuning-table\">"
+       << "<thead><tr>";
+  for (const char* c : {"task", "method", "train size", "grid", "choice and dev score per seed"}) h.cell(c, "", "th");
+  h.os << "</tr></thead><tbody>";
+  for (const auto& r : rows) {
+    h.os << "<tr class=\"tuned\" data-method=\"" << xml_escape(r.method) << "\" data-task=\"" << xml_escape(r.task) << "\">";
+    h.cell(r.task);
+    h.cell(r.method, "method");
+    h.cell(r.subset, "num");
+    h.cell(r.grid);
+    std::string seeds;
+    for (const auto& s : r.seeds) seeds += (seeds.empty() ? "" : "; ") + s;
+    h.cell(seeds, "tuning-trials");
+    h.os << "</tr>";
+  }
+  h.os << "</tbody></table></div>";
+  if (!untuned.empty()) {
+    std::string list;
+    for (const auto& u : untuned) list += (list.empty() ? "" : ", ") + u;
+    h.os << "<p class=\"note\" id=\"untuned\">Not tuned (fixed options) though they train parameters: " << xml_escape(list) << ".</p>";
+  }
+  h.os << "</section>";
+}
+
 void html_machine(Html& h, const ResultSet& rs) {
   h.os << "<section id=\"machine\"><h2>Machine and build</h2><dl class=\"info\">";
   auto item = [&](const std::string& k, const std::string& v) {
@@ -548,6 +772,8 @@ std::string report_markdown(const ResultSet& rs) {
      << c.tasks.size() << " tasks. Charts (quality against trainable parameters, memory, throughput, loss curves) are "
      << "in report.html.\n";
   markdown_findings(os, sections);
+  markdown_curves(os, learning_curves(rs));
+  markdown_tuning(os, rs);
   for (const auto& s : sections) {
     os << "\n## " << s.task << "\n\n" << s.metric << " (" << direction(s) << "), mean over seeds ± stderr.\n\n|";
     for (std::size_t i = 0; i < kColumns.size(); ++i) os << " " << column_title(i, s) << " |";
@@ -646,8 +872,13 @@ std::string report_html(const ResultSet& rs) {
   for (const auto& s : sections) h.os << "<a href=\"#task-" << html_id(s.task) << "\">" << xml_escape(s.task) << "</a>";
   h.os << "<a href=\"#machine\">machine</a>";
   if (!rs.profiles.empty()) h.os << "<a href=\"#hardware\">hardware</a>";
+  if (!learning_curves(rs).empty()) h.os << "<a href=\"#learning-curves\">learning curves</a>";
+  h.os << "<a href=\"#tuning\">tuning</a>";
   h.os << "</nav></header>";
   html_findings(h, sections);
+  const auto curves = learning_curves(rs);
+  html_curves(h, curves, colors);
+  html_tuning(h, rs);
   for (const auto& s : sections) {
     h.os << "<section class=\"task\" id=\"task-" << html_id(s.task) << "\"><h2>" << xml_escape(s.task) << "</h2>"
          << "<p class=\"sub\">" << xml_escape(s.metric + " (" + direction(s) + ")") << "</p>";

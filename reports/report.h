@@ -5,7 +5,11 @@
 //
 // First the Findings (findings.h): sentences computed from the records that answer how close
 // LoRA comes to full finetuning, how soft prompt and prefix tuning differ (with their table
-// side by side) and whether in-context learning or finetuning does better. Then per task: a table with one row per method configuration (metric ± stderr, trainable
+// side by side) and whether in-context learning or finetuning does better. With
+// learning-curve records (curves.h), a Learning curves section: per task a chart of quality
+// against labelled examples (svg.chart-curve#curve-<task>) and ul.crossovers#crossovers-<task>.
+// Then section#tuning: the tuned runs (table.tuning#tuning-table), or that none was tuned.
+// Then per task: a table with one row per method configuration (metric ± stderr, trainable
 // parameters and %, adaptation size, peak memory, train time, train and eval tokens/s,
 // forgetting), the reference rows set apart below, failed runs kept with their status and
 // message; charts of quality against trainable parameters (log x, Pareto front marked),

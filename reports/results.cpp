@@ -66,7 +66,11 @@ std::string status_text(const std::vector<const Record*>& runs) {
 std::string config_label(const MethodRow& row, const std::vector<const MethodRow*>& siblings) {
   const json& mine = row.runs.front()->json["run_info"]["options"];
   std::string diff;
+  // A tuned option differs by the choice on dev (per seed, shown in the report's tuning section).
+  const json& ri = row.runs.front()->json["run_info"];
+  const json tuned = ri.contains("tuning") ? ri["tuning"]["grid"] : json::object();
   for (const auto& [k, v] : mine.items()) {
+    if (tuned.contains(k)) continue;
     bool differs = false;
     for (const auto* s : siblings) {
       const json& other = s->runs.front()->json["run_info"]["options"];
@@ -74,6 +78,12 @@ std::string config_label(const MethodRow& row, const std::vector<const MethodRow
     }
     if (differs) diff += (diff.empty() ? "" : ", ") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
   }
+  // A learning curve's sizes: "n=32" (the labelled train examples of the run).
+  const auto* first = row.runs.front();
+  bool size_differs = false;
+  for (const auto* sib : siblings) size_differs |= sib->runs.front()->train_subset != first->train_subset;
+  if (size_differs && !first->train_subset.empty())
+    diff = "n=" + std::to_string(first->train_size) + (diff.empty() ? "" : ", " + diff);
   return row.method + " (" + (diff.empty() ? "config " + row.config_hash.substr(0, 8) : diff) + ")";
 }
 

@@ -370,4 +370,103 @@ std::string svg_lines(const std::string& id, const std::string& x_label, const s
   return os.str();
 }
 
+std::string svg_learning_curve(const std::string& id, const std::string& x_label, const std::string& y_label,
+                               const std::vector<CurveLine>& lines, const std::vector<CurveLevel>& levels,
+                               const std::vector<CurveMark>& marks) {
+  std::vector<std::string> names;
+  for (const auto& l : lines) names.push_back(l.label);
+  for (const auto& l : levels) names.push_back(l.label);
+  double label_w = 0;
+  for (const auto& n : names) label_w = std::max(label_w, text_width(n));
+  const double W = 600, left = 60, top = 20, bottom = 48, right = std::clamp(label_w + 34, 130.0, 0.4 * W);
+  const double H = std::max(320.0, top + 16 * static_cast<double>(names.size()) + 12);
+  std::ostringstream os;
+  open_svg(os, id, "curve", W, H, y_label + " against " + x_label);
+  std::vector<double> xs, ys;
+  for (const auto& l : lines)
+    for (const auto& p : l.points)
+      if (p.x > 0 && std::isfinite(p.y)) {
+        xs.push_back(std::log10(p.x));
+        ys.push_back(p.y - (std::isfinite(p.err) ? p.err : 0.0));
+        ys.push_back(p.y + (std::isfinite(p.err) ? p.err : 0.0));
+      }
+  for (const auto& l : levels)
+    if (std::isfinite(l.y)) ys.push_back(l.y);
+  auto [xlo, xhi] = finite_range(xs);
+  if (!std::isfinite(xlo)) xlo = 0, xhi = 1;
+  xlo = std::floor(xlo);
+  xhi = std::max(std::ceil(xhi), xlo + 1);
+  auto [ylo, yhi] = finite_range(ys);
+  const auto yt = nice_ticks(ylo, yhi, 5);
+  const double px0 = left, px1 = W - right, py0 = H - bottom, py1 = top;
+  const Scale sx{xlo, xhi, px0 + 10, px1 - 10};
+  const Scale sy{yt.empty() ? 0 : yt.front(), yt.empty() ? 1 : yt.back(), py0, py1};
+  auto xpix = [&](double x) { return sx(std::log10(x)); };
+  os << "<rect class=\"plot\" x=\"" << num(px0) << "\" y=\"" << num(py1) << "\" width=\"" << num(px1 - px0)
+     << "\" height=\"" << num(py0 - py1) << "\"/>";
+  for (double t : yt) {
+    line(os, px0, sy(t), px1, sy(t), "grid");
+    text(os, px0 - 6, sy(t) + 4, tick_text(t), "end", "tick");
+  }
+  // Ticks at 1, 2, 5 × 10^k inside the range (log scale).
+  for (double e = xlo; e <= xhi + 1e-9; e += 1)
+    for (double m : {1.0, 2.0, 5.0}) {
+      const double v = m * std::pow(10.0, e);
+      if (std::log10(v) > xhi + 1e-9) break;
+      line(os, xpix(v), py0, xpix(v), py1, m == 1.0 ? "grid" : "grid minor");
+      if (m == 1.0 || xhi - xlo <= 2) text(os, xpix(v), py0 + 16, tick_text(v), "middle", "tick");
+    }
+  text(os, (px0 + px1) / 2, H - 10, x_label + " (log scale)", "middle", "axis-label");
+  text(os, 14, (py0 + py1) / 2, y_label, "middle", "axis-label",
+       " transform=\"rotate(-90 14 " + num((py0 + py1) / 2) + ")\"");
+  for (const auto& m : marks) {
+    if (!(m.x_hi > 0) || !std::isfinite(m.y)) continue;
+    const double x0 = m.x_lo > 0 ? xpix(m.x_lo) : px0, x1 = xpix(m.x_hi);
+    os << "<g class=\"crossover\"><title>" << xml_escape(m.tooltip) << "</title><rect class=\"crossover-band\" x=\""
+       << num(std::min(x0, x1)) << "\" y=\"" << num(py1) << "\" width=\"" << num(std::fabs(x1 - x0)) << "\" height=\""
+       << num(py0 - py1) << "\" fill=\"" << m.color << "\" fill-opacity=\"0.10\"/>";
+    const double cx = x1, cy = sy(m.y);
+    os << "<path class=\"crossover-mark\" d=\"M" << num(cx) << " " << num(cy - 8) << " L" << num(cx + 7) << " " << num(cy)
+       << " L" << num(cx) << " " << num(cy + 8) << " L" << num(cx - 7) << " " << num(cy) << " Z\" fill=\"none\" stroke=\""
+       << m.color << "\" stroke-width=\"2\"/></g>";
+  }
+  for (const auto& l : levels) {
+    if (!std::isfinite(l.y)) continue;
+    os << "<line class=\"level\" x1=\"" << num(px0) << "\" y1=\"" << num(sy(l.y)) << "\" x2=\"" << num(px1) << "\" y2=\""
+       << num(sy(l.y)) << "\" stroke=\"" << l.color << "\" stroke-dasharray=\"5 4\"><title>" << xml_escape(l.label)
+       << "</title></line>";
+  }
+  for (const auto& l : lines) {
+    os << "<g class=\"curve-line\"><polyline class=\"series\" stroke=\"" << l.color << "\" points=\"";
+    for (const auto& p : l.points)
+      if (p.x > 0 && std::isfinite(p.y)) os << num(xpix(p.x)) << "," << num(sy(p.y)) << " ";
+    os << "\"><title>" << xml_escape(l.label) << "</title></polyline>";
+    for (const auto& p : l.points) {
+      if (!(p.x > 0) || !std::isfinite(p.y)) continue;
+      const double cx = xpix(p.x), cy = sy(p.y);
+      if (std::isfinite(p.err) && p.err > 0)
+        os << "<line class=\"error-bar\" x1=\"" << num(cx) << "\" y1=\"" << num(sy(p.y - p.err)) << "\" x2=\"" << num(cx)
+           << "\" y2=\"" << num(sy(p.y + p.err)) << "\" stroke=\"" << l.color << "\"/>";
+      os << "<circle class=\"point\" cx=\"" << num(cx) << "\" cy=\"" << num(cy) << "\" r=\"3.5\" fill=\"" << l.color
+         << "\" stroke=\"" << l.color << "\"><title>" << xml_escape(p.tooltip) << "</title></circle>";
+    }
+    os << "</g>";
+  }
+  double ly = top + 8;
+  for (const auto& l : lines) {
+    os << "<rect class=\"swatch\" x=\"" << num(px1 + 12) << "\" y=\"" << num(ly - 9) << "\" width=\"10\" height=\"10\" fill=\""
+       << l.color << "\"/>";
+    text(os, px1 + 26, ly, fit(l.label, W - 4 - (px1 + 26)));
+    ly += 16;
+  }
+  for (const auto& l : levels) {
+    os << "<line x1=\"" << num(px1 + 10) << "\" y1=\"" << num(ly - 4) << "\" x2=\"" << num(px1 + 22) << "\" y2=\"" << num(ly - 4)
+       << "\" stroke=\"" << l.color << "\" stroke-dasharray=\"3 2\" stroke-width=\"2\"/>";
+    text(os, px1 + 26, ly, fit(l.label, W - 4 - (px1 + 26)));
+    ly += 16;
+  }
+  os << "</svg>";
+  return os.str();
+}
+
 }  // namespace tb::reports

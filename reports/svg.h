@@ -54,6 +54,32 @@ struct LineSeries {
 std::string svg_lines(const std::string& id, const std::string& x_label, const std::string& y_label,
                       const std::vector<LineSeries>& series);
 
+// A learning curve chart: quality against labelled examples on a log10 x axis. One line per
+// method through its points, each with a vertical error bar (y ± err); horizontal reference
+// levels (zero-shot, majority, the best in-context setting) drawn dashed across the plot; and
+// crossover marks: a shaded band over [x_lo, x_hi] (the sizes between which a method first
+// beats a level) with a diamond at (x_hi, y). Every mark carries a <title>; the legend sits
+// right of the plot.
+struct CurvePointXY {
+  double x = 0.0, y = 0.0, err = 0.0;
+  std::string tooltip;
+};
+struct CurveLine {
+  std::string label, color;
+  std::vector<CurvePointXY> points;
+};
+struct CurveLevel {
+  std::string label, color;
+  double y = 0.0, err = 0.0;
+};
+struct CurveMark {
+  std::string color, tooltip;
+  double x_lo = 0.0, x_hi = 0.0, y = 0.0;
+};
+std::string svg_learning_curve(const std::string& id, const std::string& x_label, const std::string& y_label,
+                               const std::vector<CurveLine>& lines, const std::vector<CurveLevel>& levels,
+                               const std::vector<CurveMark>& marks);
+
 // "Nice" axis ticks (1, 2, 5 × 10^k steps) covering [lo, hi], about `n` of them.
 std::vector<double> nice_ticks(double lo, double hi, int n);
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -481,6 +482,23 @@ std::vector<Example> hashed_subset(const std::vector<Example>& v, int64_t n) {
   std::nth_element(keyed.begin(), keyed.begin() + n, keyed.end());
   std::vector<std::size_t> chosen;
   for (int64_t i = 0; i < n; ++i) chosen.push_back(keyed[static_cast<std::size_t>(i)].second);
+  std::sort(chosen.begin(), chosen.end());
+  std::vector<Example> out;
+  for (auto i : chosen) out.push_back(v[i]);
+  return out;
+}
+
+std::vector<Example> balanced_subset(const std::vector<Example>& v, int64_t n) {
+  if (n <= 0 || static_cast<int64_t>(v.size()) <= n) return v;
+  // Per class (labels < 0 share one group, keyed -1), the indices in subset_key order.
+  std::map<int, std::vector<std::pair<std::uint64_t, std::size_t>>> groups;
+  for (std::size_t i = 0; i < v.size(); ++i)
+    groups[v[i].label < 0 ? -1 : v[i].label].emplace_back(subset_key(v[i].id.empty() ? v[i].text : v[i].id), i);
+  for (auto& g : groups) std::sort(g.second.begin(), g.second.end());
+  std::vector<std::size_t> chosen;
+  for (std::size_t round = 0; static_cast<int64_t>(chosen.size()) < n; ++round)
+    for (const auto& g : groups)
+      if (round < g.second.size() && static_cast<int64_t>(chosen.size()) < n) chosen.push_back(g.second[round].second);
   std::sort(chosen.begin(), chosen.end());
   std::vector<Example> out;
   for (auto i : chosen) out.push_back(v[i]);

@@ -88,6 +88,15 @@ std::vector<Example> hashed_subset(const std::vector<Example>& v, int64_t n);
 // The order key of that subset (also used for --limit's document subset).
 std::uint64_t subset_key(const std::string& id);
 
+// The training subset of a learning curve (`tunebench run --train-sizes`): the first n
+// examples of one fixed order of the split, returned in split order. The order deals the
+// classes round-robin (class 0, 1, ..., K-1, class 0, ...), each class's examples in
+// subset_key order; an example without a class (label < 0) forms one group of its own. So
+// the subsets are nested (the 8-example subset is part of the 32-example one), class-balanced
+// (class counts differ by at most one until a class runs out) and the same for every method
+// and seed. n <= 0 or n >= size: the whole split.
+std::vector<Example> balanced_subset(const std::vector<Example>& v, int64_t n);
+
 // Reads and validates a spec. Unknown keys, unknown output types, unknown metrics, a
 // template with an unknown placeholder, verbalisers not matching labels → InputError
 // naming the file and the key.

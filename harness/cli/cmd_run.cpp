@@ -73,7 +73,8 @@ int cmd_run(const Args& args) {
   // clang-format off
   opts.add_options()
       ("help,h", "print this help")
-      ("suite", po::value<std::string>(), "INI suite file: [run] methods, tasks, seeds, model, limit, threads; [<method>] options")
+      ("suite", po::value<std::string>(), "INI suite file: [run] methods, tasks, seeds, model, limit, threads, precision, "
+                                          "train-sizes; [tune] grids; [<method>] options")
       ("methods", po::value<std::string>(), "comma-separated methods (tunebench list methods)")
       ("tasks", po::value<std::string>(), "comma-separated tasks (tunebench list tasks)")
       ("model", po::value<std::string>(), "model directory (config.json, model.safetensors, tokenizer.json); default models/default")
@@ -88,6 +89,11 @@ int cmd_run(const Args& args) {
                                               "accumulation, fp32 master weights and optimizer state)")
       ("save-adaptations", "keep what each method learned in <out>/adaptations/<method>__<task>__seed<k>/ (PEFT format "
                            "for lora, prefix, softprompt) with tunebench_adaptation.json; tunebench eval applies it")
+      ("train-sizes", po::value<std::string>(), "learning curves: e.g. 8,32,128,512,all; each method that learns from "
+                                                "train runs at each size on a class-balanced nested subset of train")
+      ("tune", po::value<std::vector<std::string>>()->composing(), "OPTION=V1,V2,... (e.g. lr=1e-4,3e-4,1e-3, or "
+                                                                    "lora.lr=... for one method; repeatable): choose the "
+                                                                    "option on dev per run, then score test once")
       ("task-file", po::value<std::vector<std::string>>()->composing(), "also load this task spec (repeatable)");
   // clang-format on
   runner::MethodOptions cli_options;
@@ -97,12 +103,13 @@ int cmd_run(const Args& args) {
   if (vm.count("help")) {
     std::cout << "usage: tunebench run [--suite FILE.ini | --methods a,b --tasks x,y] [--model DIR] [--seeds 0,1,2]\n"
               << "                     [--out DIR] [--resume [--retry-failed]] [--shard I/N] [--threads N] [--limit N]\n"
-              << "                     [--precision f32|bf16] [--save-adaptations]\n"
-              << "                     [--task-file SPEC.ini] [--<method>.<option> VALUE ...]\n\n"
+              << "                     [--precision f32|bf16] [--save-adaptations] [--train-sizes 8,32,128,all]\n"
+              << "                     [--tune lr=1e-4,3e-4] [--task-file SPEC.ini] [--<method>.<option> VALUE ...]\n\n"
               << "Runs methods x tasks x seeds, each in its own process, and writes one JSON record per run\n"
-              << "(<method>__<task>__seed<k>.json) plus summary.csv and summary.md to --out. Records are never\n"
-              << "overwritten: a record already in --out is an error unless --resume, which skips it (and runs again\n"
-              << "a run recorded interrupted; with --retry-failed also one recorded error or oom).\n"
+              << "(<method>__<task>__seed<k>.json; <method>__<task>__n<size>__seed<k>.json with --train-sizes)\n"
+              << "plus summary.csv and summary.md to --out. Records are never overwritten: a record already in\n"
+              << "--out is an error unless --resume, which skips it (and runs again a run recorded interrupted;\n"
+              << "with --retry-failed also one recorded error or oom).\n"
               << "Method/task pairs that do not apply (e.g. lexicon on a non-sentiment task) are skipped.\n"
               << "Flags override the suite file. Exit code 1 when a run failed (its record says why).\n\n"
               << opts;
@@ -122,6 +129,8 @@ int cmd_run(const Args& args) {
     if (suite.precision) spec.precision = *suite.precision;
     if (suite.save_adaptations) spec.save_adaptations = *suite.save_adaptations;
     spec.options = suite.options;
+    if (suite.train_sizes) spec.train_sizes = *suite.train_sizes;
+    spec.tune = suite.tune;
   }
   for (const auto& [method, values] : cli_options)
     for (const auto& [name, value] : values) spec.options[method][name] = value;
@@ -146,6 +155,12 @@ int cmd_run(const Args& args) {
   if (vm.count("threads")) spec.threads = vm["threads"].as<int>();
   if (vm.count("limit")) spec.limit = vm["limit"].as<int64_t>();
   if (vm.count("precision")) spec.precision = vm["precision"].as<std::string>();
+  if (vm.count("train-sizes")) spec.train_sizes = runner::parse_train_sizes(vm["train-sizes"].as<std::string>(), "--train-sizes");
+  if (vm.count("tune")) {
+    // --tune replaces the suite's [tune] section as a whole.
+    spec.tune.clear();
+    for (const auto& t : vm["tune"].as<std::vector<std::string>>()) runner::add_tune_flag(spec.tune, t, methods::registry());
+  }
   if (vm.count("shard")) std::tie(spec.shard_index, spec.shard_count) = runner::parse_shard(vm["shard"].as<std::string>());
   spec.resume = vm.count("resume") > 0;
   spec.retry_failed = vm.count("retry-failed") > 0;

@@ -91,6 +91,43 @@ const char* kMemoryKeys[] = {"weights", "gradients", "optimizer_state", "activat
   throw FormatError(where + ": " + field + ": " + what);
 }
 
+// Optional run_info fields of learning curves and tuned runs (records without them stay valid):
+//   train_subset  "8" | "all" ...: the --train-sizes entry of the run (in its file name);
+//   train_size    the number of labelled train examples the run had (required with
+//                 train_subset; alone, it states the size of a run outside a curve);
+//   tuning        {"split", "metric", "higher_is_better", "grid": {option: [values]},
+//                  "trials": [{"options": {option: value}, "status", "dev": number|null}],
+//                  "chosen": {option: value}, "seconds"}: the options chosen on dev (--tune).
+void validate_curve_and_tuning(const json& ri, const std::string& where) {
+  if (ri.contains("train_subset")) {
+    static const std::regex re(R"(all|[1-9][0-9]*)");
+    if (!ri["train_subset"].is_string() || !std::regex_match(ri["train_subset"].get<std::string>(), re))
+      bad(where, "run_info.train_subset", "must be a string: a positive integer or \"all\"");
+    if (!ri.contains("train_size")) bad(where, "run_info.train_size", "missing (run_info.train_subset is present)");
+  }
+  if (ri.contains("train_size") && !has_kind(ri["train_size"], Kind::unsigned_integer))
+    bad(where, "run_info.train_size", "must be a non-negative integer");
+  if (!ri.contains("tuning")) return;
+  const json& t = ri["tuning"];
+  if (!t.is_object()) bad(where, "run_info.tuning", "must be an object");
+  for (const char* f : {"split", "metric"})
+    if (!t.contains(f) || !t[f].is_string()) bad(where, std::string("run_info.tuning.") + f, "missing or not a string");
+  if (!t.contains("higher_is_better") || !t["higher_is_better"].is_boolean())
+    bad(where, "run_info.tuning.higher_is_better", "missing or not a boolean");
+  if (!t.contains("seconds") || !t["seconds"].is_number()) bad(where, "run_info.tuning.seconds", "missing or not a number");
+  if (!t.contains("grid") || !t["grid"].is_object() || t["grid"].empty())
+    bad(where, "run_info.tuning.grid", "missing or not a non-empty object option -> [values]");
+  for (auto it = t["grid"].begin(); it != t["grid"].end(); ++it)
+    if (!it.value().is_array() || it.value().empty()) bad(where, "run_info.tuning.grid." + it.key(), "must be a non-empty array");
+  if (!t.contains("chosen") || !t["chosen"].is_object()) bad(where, "run_info.tuning.chosen", "missing or not an object");
+  if (!t.contains("trials") || !t["trials"].is_array() || t["trials"].empty())
+    bad(where, "run_info.tuning.trials", "missing or not a non-empty array");
+  for (const auto& tr : t["trials"])
+    if (!tr.is_object() || !tr.contains("options") || !tr["options"].is_object() || !tr.contains("status") ||
+        !tr["status"].is_string() || !tr.contains("dev") || !(tr["dev"].is_number() || tr["dev"].is_null()))
+      bad(where, "run_info.tuning.trials", "entries must be {options: object, status: string, dev: number or null}");
+}
+
 void validate_metric(const json& m, const std::string& where, const std::string& field) {
   if (!m.is_object()) bad(where, field, "must be an object {value, stderr, higher_is_better}");
   if (!m.contains("value") || !m["value"].is_number()) bad(where, field + ".value", "missing or not a number");
@@ -130,7 +167,8 @@ std::vector<std::string> summary_cells(const Record& r) {
           fmt(num(j, "train_info", "train_seconds"), "%.3f"),
           fmt(num(j, "train_info", "train_tokens_per_s"), "%.1f"),
           fmt(num(j, "train_info", "eval_tokens_per_s"), "%.1f"),
-          fmt(r.metric_value("forgetting"))};
+          fmt(r.metric_value("forgetting")),
+          r.train_size >= 0 ? std::to_string(r.train_size) : ""};
 }
 
 std::string csv_cell(const std::string& s) {
@@ -142,8 +180,10 @@ std::string csv_cell(const std::string& s) {
 
 }  // namespace
 
-std::string record_filename(const std::string& method, const std::string& task, uint64_t seed) {
-  return method + "__" + task + "__seed" + std::to_string(seed) + ".json";
+std::string record_filename(const std::string& method, const std::string& task, uint64_t seed,
+                            const std::string& train_subset) {
+  return method + "__" + task + (train_subset.empty() ? "" : "__n" + train_subset) + "__seed" + std::to_string(seed) +
+         ".json";
 }
 
 bool is_record_filename(const std::string& name) {
@@ -189,6 +229,7 @@ void validate_record(const json& j, const std::string& where) {
       bad(where, "train_info.loss_curve", "entries must be {step: integer, loss: number, ...}");
   // Optional (records before per-phase timing lack it), type-checked when present.
   if (j["train_info"].contains("timing")) validate_timing(j["train_info"]["timing"], where);
+  validate_curve_and_tuning(j["run_info"], where);
   for (const auto& [name, m] : j["metrics"].items()) {
     if (name != "slices") {
       validate_metric(m, where, "metrics." + name);
@@ -289,7 +330,9 @@ Record read_record(const fs::path& file) {
   r.message = j["train_info"]["message"].get<std::string>();
   r.config_hash = j["run_info"]["config_hash"].get<std::string>();
   r.primary_metric = j["run_info"]["primary_metric"].get<std::string>();
-  const auto expected = record_filename(r.method, r.task, r.seed);
+  if (j["run_info"].contains("train_subset")) r.train_subset = j["run_info"]["train_subset"].get<std::string>();
+  if (j["run_info"].contains("train_size")) r.train_size = j["run_info"]["train_size"].get<int64_t>();
+  const auto expected = record_filename(r.method, r.task, r.seed, r.train_subset);
   if (file.filename() != expected)
     throw FormatError(file.string() + ": run_info names " + expected + ", not this file");
   r.json = std::move(j);
@@ -302,7 +345,7 @@ std::vector<Record> read_records(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir))
     if (e.is_regular_file() && is_record_filename(e.path().filename().string())) out.push_back(read_record(e.path()));
   std::sort(out.begin(), out.end(), [](const Record& a, const Record& b) {
-    return std::tie(a.method, a.task, a.seed) < std::tie(b.method, b.task, b.seed);
+    return std::tie(a.method, a.task, a.train_size, a.seed) < std::tie(b.method, b.task, b.train_size, b.seed);
   });
   return out;
 }
@@ -311,7 +354,7 @@ const std::vector<std::string>& summary_columns() {
   static const std::vector<std::string> c = {
       "method", "task", "seed", "status", "metric", "value", "stderr", "trainable_params",
       "trainable_percent", "adaptation_bytes", "peak_rss_mb", "train_seconds", "train_tokens_per_s",
-      "eval_tokens_per_s", "forgetting"};
+      "eval_tokens_per_s", "forgetting", "train_size"};
   return c;
 }
 
@@ -357,14 +400,15 @@ std::string summary_markdown(const std::vector<Record>& records) {
 
 std::string summary_table(const std::vector<Record>& records) {
   std::vector<std::vector<std::string>> rows = {
-      {"method", "task", "seed", "status", "metric", "trainable", "peak MB", "train s", "train tok/s", "eval tok/s", "forgetting"}};
+      {"method", "task", "seed", "status", "metric", "trainable", "peak MB", "train s", "train tok/s", "eval tok/s", "forgetting",
+       "train n"}};
   for (const auto& r : records) {
     const auto c = summary_cells(r);
     std::string metric = r.primary_metric;
     if (!c[5].empty())
       metric.append(" ").append(fmt(r.metric_value(r.primary_metric), "%.4f")).append(" ± ")
           .append(fmt(r.metric_stderr(r.primary_metric), "%.4f"));
-    rows.push_back({c[0], c[1], c[2], c[3], metric, c[7], c[10], c[11], c[12], c[13], c[14]});
+    rows.push_back({c[0], c[1], c[2], c[3], metric, c[7], c[10], c[11], c[12], c[13], c[14], c[15]});
   }
   std::vector<std::size_t> width(rows[0].size(), 0);
   for (const auto& row : rows)

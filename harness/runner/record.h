@@ -21,7 +21,11 @@ namespace tb::runner {
 // interrupted: SIGTERM/SIGINT stopped the run; the one status --resume runs again.
 inline constexpr const char* kStatuses[] = {"ok", "diverged", "oom", "error", "interrupted"};
 
-std::string record_filename(const std::string& method, const std::string& task, uint64_t seed);
+// `train_subset` is the learning-curve size of the run (run_info.train_subset, "8" or "all"),
+// "" for a run outside a learning curve: `<method>__<task>__n<size>__seed<k>.json` then, so
+// the sizes of one curve never collide.
+std::string record_filename(const std::string& method, const std::string& task, uint64_t seed,
+                            const std::string& train_subset = "");
 // Whether a directory entry's name has the form of a record file (temp files do not).
 bool is_record_filename(const std::string& name);
 
@@ -33,6 +37,11 @@ struct Record {
   std::string status, message;
   std::string config_hash;
   std::string primary_metric;  // the task's main metric (may be absent from a failed run's metrics)
+  // Learning curves (--train-sizes): the size as the matrix named it ("8", "all"; "" outside
+  // a curve) and the number of labelled train examples the run had (run_info.train_size; -1
+  // when the record does not state it).
+  std::string train_subset;
+  int64_t train_size = -1;
   nlohmann::json json;
 
   // The value/stderr of a metric, NAN when the record has none.

@@ -22,6 +22,7 @@
 #include <new>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "harness/base/hash.h"
 #include "datasets/paths.h"
@@ -425,6 +426,7 @@ struct RunPlan {
   // Shared by every run of the method: a matrix of many seeds holds one copy.
   std::shared_ptr<const std::map<std::string, std::string>> options;
   std::string config_hash;
+  std::map<std::string, std::vector<std::string>> grid;  // --tune: option -> values (empty: not tuned)
   json run_info;  // built when the run starts (a large matrix never holds every run's)
   int64_t k = 0, n = 0;
   double runs_done_seconds = 0.0;
@@ -451,7 +453,7 @@ void keep_adaptation(const MatrixContext& mc, const RunPlan& plan, const methods
                           {"sha256", mc.model_sha},
                           {"config", model.config().to_hf_json()}}},
                {"head", nullptr},
-               {"record", record_filename(plan.item.method, plan.item.task, plan.item.seed)}};
+               {"record", record_filename(plan.item.method, plan.item.task, plan.item.seed, plan.item.train_subset)}};
   if (peft) {
     fs::remove(tmp / methods::kTunebenchAdaptationFile);
     for (const auto& e : fs::directory_iterator(peft_dir)) fs::rename(e.path(), tmp / e.path().filename());
@@ -468,7 +470,7 @@ void keep_adaptation(const MatrixContext& mc, const RunPlan& plan, const methods
       info["head"] = methods::kTunebenchAdaptationFile;
   }
   write_file_atomic(tmp / methods::kAdaptationInfoFile, info.dump(2) + "\n");
-  const std::string stem = fs::path(record_filename(plan.item.method, plan.item.task, plan.item.seed)).stem().string();
+  const std::string stem = fs::path(record_filename(plan.item.method, plan.item.task, plan.item.seed, plan.item.train_subset)).stem().string();
   const fs::path keep = mc.out / "adaptations" / stem;
   fs::create_directories(keep.parent_path());
   fs::remove_all(keep);
@@ -490,6 +492,24 @@ std::shared_ptr<const tasks::Task> limited_task(std::shared_ptr<const tasks::Tas
   auto docs = take_documents(task->documents(), {&train, &dev, &test}, limit);
   if (docs.size() == task->documents().size()) return task;
   return task->with_documents(std::move(docs));
+}
+
+// The examples a run sees: the task after --limit, its limited splits, and for a learning
+// curve the class-balanced nested subset of train (tasks::balanced_subset).
+struct RunData {
+  std::shared_ptr<const tasks::Task> task;
+  std::vector<tasks::Example> train, dev, test;
+};
+
+int64_t train_size_of(const std::string& subset) { return subset.empty() || subset == "all" ? 0 : std::stoll(subset); }
+
+RunData run_data(const MatrixContext& mc, const RunItem& item) {
+  RunData d;
+  d.task = limited_task(mc.registry.load(item.task), mc.spec.limit);
+  d.train = tasks::balanced_subset(take(d.task->split("train"), mc.spec.limit), train_size_of(item.train_subset));
+  d.dev = take(d.task->split("dev"), mc.spec.limit);
+  d.test = take(d.task->split("test"), mc.spec.limit);
+  return d;
 }
 
 fs::path heldout_cache_file(const MatrixContext& mc) {
@@ -522,7 +542,8 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
   const double t_start = now_seconds();
   reset_peak_rss();
   if (mc.spec.threads > 0 && !single_threaded) omp_set_num_threads(mc.spec.threads);
-  const fs::path record_file = mc.out / record_filename(plan.item.method, plan.item.task, plan.item.seed);
+  const fs::path record_file =
+      mc.out / record_filename(plan.item.method, plan.item.task, plan.item.seed, plan.item.train_subset);
   json record = {{"run_info", plan.run_info}, {"meta_info", mc.meta}, {"metrics", json::object()}};
   record["run_info"]["threads"] = omp_get_max_threads();
   // A test fault: every training step slept this long (TrainLoop), so no record hides it.
@@ -531,7 +552,9 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
   if (single_threaded) record["run_info"]["threads_note"] = "forced to 1: the runner process had other threads at fork";
   json ti = empty_train_info("ok", "");
   ProgressLine progress(plan.k, plan.n,
-                        plan.item.method + " " + plan.item.task + " seed" + std::to_string(plan.item.seed),
+                        plan.item.method + " " + plan.item.task +
+                            (plan.item.train_subset.empty() ? "" : " n" + plan.item.train_subset) + " seed" +
+                            std::to_string(plan.item.seed),
                         plan.runs_done_seconds);
   try {
     progress.update("load", 0, 0, NAN, 0);
@@ -540,14 +563,18 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     const auto tokenizer = Tokenizer::from_dir(mc.model_dir.string());
     const int64_t rss_loaded = rss_bytes();
     ti["rss_after_load_bytes"] = rss_loaded;
-    const auto task = limited_task(mc.registry.load(plan.item.task), mc.spec.limit);
-    const auto train = take(task->split("train"), mc.spec.limit);
-    const auto dev = take(task->split("dev"), mc.spec.limit);
-    const auto test = take(task->split("test"), mc.spec.limit);
+    const auto data = run_data(mc, plan.item);
+    const auto& task = data.task;
+    const auto& train = data.train;
+    const auto& dev = data.dev;
+    const auto& test = data.test;
     if (test.empty()) throw InputError("task " + task->name() + " has no test examples");
 
     methods::Meter meter;
-    methods::Options options(plan.item.method, *plan.options);
+    // A tuned run trains with the options chosen on dev (run_info.options), else the plan's.
+    methods::Options options(plan.item.method, plan.run_info.contains("tuning")
+                                                   ? plan.run_info["options"].get<std::map<std::string, std::string>>()
+                                                   : *plan.options);
     const double t_train_start = now_seconds();
     meter.progress = [&](const std::string& phase, int64_t step, int64_t total, double loss) {
       const double secs = meter.phase("train").seconds > 0 ? meter.phase("train").seconds : now_seconds() - t_train_start;
@@ -700,6 +727,133 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
   progress.finish(ti["status"].get<std::string>(), now_seconds() - t_start);
 }
 
+// Runs in a child process: one combination of a tuned run's grid — train with `options`,
+// predict dev, and write {status, message, dev (the primary metric), higher_is_better,
+// seconds} to `out_file`.
+void run_trial(const MatrixContext& mc, const RunPlan& plan, const std::map<std::string, std::string>& options,
+               const std::string& label, const fs::path& out_file, bool single_threaded) {
+  const double t0 = now_seconds();
+  if (mc.spec.threads > 0 && !single_threaded) omp_set_num_threads(mc.spec.threads);
+  json res = {{"status", "ok"}, {"message", ""}, {"dev", nullptr}, {"higher_is_better", true}};
+  ProgressLine progress(plan.k, plan.n, plan.item.method + " " + plan.item.task + " seed" + std::to_string(plan.item.seed) +
+                                            " tune " + label,
+                        plan.runs_done_seconds);
+  try {
+    auto model = load_model(mc.model_dir);
+    model->set_precision(parse_precision(mc.spec.precision, "--precision"));
+    const auto tokenizer = Tokenizer::from_dir(mc.model_dir.string());
+    const auto data = run_data(mc, plan.item);
+    if (data.dev.empty()) throw InputError("task " + data.task->name() + " has no dev examples to tune on");
+    methods::Meter meter;
+    meter.progress = [&](const std::string& phase, int64_t step, int64_t total, double loss) {
+      progress.update(phase, step, total, loss, 0.0);
+    };
+    methods::RunContext ctx{*model, tokenizer, *data.task, plan.item.seed, methods::Options(plan.item.method, options),
+                            meter, mc.spec.limit, mc.cache_dir, mc.model_sha, data.train, data.dev};
+    auto method = plan.info->make();
+    method->prepare(ctx);
+    if (meter.status != "ok") {
+      res["status"] = meter.status;
+      res["message"] = meter.status_message;
+    } else {
+      const auto preds = method->predict(ctx, data.dev);
+      if (preds.size() != data.dev.size()) throw Error("method returned a wrong number of dev predictions");
+      const auto m = metrics_of(*data.task, data.dev, preds);
+      const auto& primary = data.task->spec().primary_metric;
+      if (!m.contains(primary)) throw Error("no " + primary + " on dev to tune by");
+      res["dev"] = m[primary]["value"];
+      res["higher_is_better"] = m[primary]["higher_is_better"];
+    }
+  } catch (const std::bad_alloc&) {
+    res["status"] = "oom";
+    res["message"] = "allocation failed (std::bad_alloc)";
+  } catch (const std::exception& e) {
+    res["status"] = "error";
+    res["message"] = e.what();
+  }
+  res["seconds"] = now_seconds() - t0;
+  write_file_atomic(out_file, res.dump() + "\n");
+  progress.finish(res["status"].get<std::string>(), now_seconds() - t0);
+}
+
+// Every combination of a grid, in grid order (the last option varies fastest).
+std::vector<std::map<std::string, std::string>> grid_combinations(const std::map<std::string, std::vector<std::string>>& grid) {
+  std::vector<std::map<std::string, std::string>> out = {{}};
+  for (const auto& [name, values] : grid) {
+    std::vector<std::map<std::string, std::string>> next;
+    for (const auto& partial : out)
+      for (const auto& v : values) {
+        auto c = partial;
+        c[name] = v;
+        next.push_back(std::move(c));
+      }
+    out = std::move(next);
+  }
+  return out;
+}
+
+// Tunes one run: a trial per combination of its grid (each in its own child process; a
+// trial's result is cached under <out>/cache/tune/ by configuration, size, seed and
+// combination, so --resume does not train it again), then fills run_info.options with the
+// combination of the best dev score and run_info.tuning with the grid, every trial and the
+// choice. Returns false when SIGTERM/SIGINT stopped it.
+bool tune_run(const MatrixContext& mc, RunPlan& p) {
+  const auto combos = grid_combinations(p.grid);
+  const fs::path dir = mc.cache_dir / "tune";
+  fs::create_directories(dir);
+  json trials = json::array();
+  double seconds = 0.0;
+  int best = -1;
+  bool higher = true;
+  for (std::size_t i = 0; i < combos.size(); ++i) {
+    if (g_stop_signal) return false;
+    auto options = *p.options;
+    std::string label;
+    for (const auto& [k, v] : combos[i]) {
+      options[k] = v;
+      label += (label.empty() ? "" : ",") + k + "=" + v;
+    }
+    const fs::path file = dir / (p.config_hash + "__" + (p.item.train_subset.empty() ? "" : "n" + p.item.train_subset + "__") +
+                                 "seed" + std::to_string(p.item.seed) + "__" + tb::sha256_hex(json(combos[i]).dump()).substr(0, 12) +
+                                 ".json");
+    json res = read_json_file(file);
+    if (!res.is_object() || !res.contains("status") || !res.contains("dev")) {
+      bool single = false;
+      const int status = run_forked([&] { run_trial(mc, p, options, label, file, single); }, single);
+      if (g_stop_signal) return false;
+      res = read_json_file(file);
+      if (!res.is_object() || !res.contains("status") || !res.contains("dev"))
+        res = {{"status", "error"}, {"message", describe_exit(status)}, {"dev", nullptr}, {"seconds", 0.0}};
+    }
+    seconds += res.value("seconds", 0.0);
+    json trial = {{"options", combos[i]}, {"status", res["status"]}, {"dev", res["dev"]}};
+    if (!res.value("message", std::string()).empty()) trial["message"] = res["message"];
+    trials.push_back(trial);
+    if (res["status"] == "ok" && res["dev"].is_number()) {
+      higher = res.value("higher_is_better", true);
+      const double v = res["dev"].get<double>();
+      const double b = best < 0 ? NAN : trials[static_cast<std::size_t>(best)]["dev"].get<double>();
+      if (best < 0 || (higher ? v > b : v < b)) best = static_cast<int>(i);
+    }
+  }
+  const auto& chosen = combos[static_cast<std::size_t>(std::max(best, 0))];
+  json grid = json::object();
+  for (const auto& [k, v] : p.grid) grid[k] = v;
+  json tuning = {{"split", "dev"},
+                 {"metric", p.run_info["primary_metric"]},
+                 {"higher_is_better", higher},
+                 {"grid", grid},
+                 {"trials", trials},
+                 {"chosen", chosen},
+                 {"seconds", seconds}};
+  if (best < 0) tuning["note"] = "no combination finished with a dev score; the run uses the first of the grid";
+  auto options = *p.options;
+  for (const auto& [k, v] : chosen) options[k] = v;
+  p.run_info["options"] = options;
+  p.run_info["tuning"] = tuning;
+  return true;
+}
+
 // Stale temp files of processes that no longer exist (a killed run's half-written record).
 // Whether a process is gone: no such pid, or a zombie (killed but not reaped — in a
 // container whose init does not reap, a killed run's child can stay a zombie for good).
@@ -790,6 +944,72 @@ std::map<std::string, std::string> resolve_options(const methods::MethodInfo& in
   return out;
 }
 
+std::vector<std::string> parse_train_sizes(const std::string& text, const std::string& what) {
+  std::vector<std::string> out;
+  int64_t last = 0;
+  for (const auto& item : split_list(text)) {
+    if (!out.empty() && out.back() == "all") throw InputError(what + ": 'all' must be the last size, got '" + text + "'");
+    if (item == "all") {
+      out.push_back(item);
+      continue;
+    }
+    const int64_t n = parse_int(item, what);
+    if (n < 1) throw InputError(what + ": size " + item + " must be positive (or 'all')");
+    if (n <= last) throw InputError(what + ": sizes must increase, each once; got " + item + " after " + std::to_string(last));
+    last = n;
+    out.push_back(std::to_string(n));
+  }
+  if (out.empty()) throw InputError(what + ": no sizes in '" + text + "' (e.g. 8,32,128,512,all)");
+  return out;
+}
+
+void add_tune_entry(TuneGrid& grid, const std::string& key, const std::string& values,
+                    const std::vector<methods::MethodInfo>& methods, const std::string& where) {
+  const std::string at = where + ": " + key;
+  const auto dot = key.find('.');
+  const std::string method = dot == std::string::npos ? "" : key.substr(0, dot);
+  const std::string option = dot == std::string::npos ? key : key.substr(dot + 1);
+  if (option.empty()) throw InputError(at + ": no option name (expected e.g. lr or lora.lr)");
+  auto declares = [&option](const methods::MethodInfo& m) {
+    return std::any_of(m.options.begin(), m.options.end(), [&option](const auto& o) { return o.name == option; });
+  };
+  if (!method.empty()) {
+    const auto it = std::find_if(methods.begin(), methods.end(), [&method](const auto& m) { return m.name == method; });
+    if (it == methods.end()) throw InputError(at + ": no method '" + method + "'");
+    if (!declares(*it)) throw InputError(at + ": " + method + " has no option '" + option + "'");
+  } else if (std::none_of(methods.begin(), methods.end(), declares)) {
+    throw InputError(at + ": no method has an option '" + option + "'");
+  }
+  std::vector<std::string> list;
+  std::set<std::string> seen;
+  for (const auto& v : split_list(values))
+    if (!seen.insert(v).second) throw InputError(at + ": value '" + v + "' listed twice");
+    else list.push_back(v);
+  if (list.empty()) throw InputError(at + ": no values to try (expected e.g. " + option + " = 1e-4,3e-4,1e-3)");
+  if (grid[method].count(option)) throw InputError(at + ": given twice");
+  grid[method][option] = list;
+}
+
+void add_tune_flag(TuneGrid& grid, const std::string& text, const std::vector<methods::MethodInfo>& methods) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos)
+    throw InputError("--tune: '" + text + "' is not OPTION=V1,V2,... (e.g. lr=1e-4,3e-4,1e-3 or lora.lr=1e-4,1e-3)");
+  add_tune_entry(grid, trim(text.substr(0, eq)), text.substr(eq + 1), methods, "--tune");
+}
+
+std::map<std::string, std::vector<std::string>> tune_grid_for(const TuneGrid& grid, const methods::MethodInfo& info) {
+  std::map<std::string, std::vector<std::string>> out;
+  auto declares = [&info](const std::string& option) {
+    return std::any_of(info.options.begin(), info.options.end(), [&option](const auto& o) { return o.name == option; });
+  };
+  if (grid.count("") && info.learns_from_train)
+    for (const auto& entry : grid.at(""))
+      if (declares(entry.first)) out[entry.first] = entry.second;
+  if (grid.count(info.name))
+    for (const auto& entry : grid.at(info.name)) out[entry.first] = entry.second;
+  return out;
+}
+
 Suite read_suite(const fs::path& file, const std::vector<methods::MethodInfo>& methods) {
   std::ifstream in(file);
   if (!in) throw InputError("cannot read suite file " + file.string());
@@ -807,8 +1027,8 @@ Suite read_suite(const fs::path& file, const std::vector<methods::MethodInfo>& m
       if (t.back() != ']') throw InputError(where + ": malformed section header '" + t + "'");
       section = trim(t.substr(1, t.size() - 2));
       const bool method = std::any_of(methods.begin(), methods.end(), [&](const auto& m) { return m.name == section; });
-      if (section != "run" && !method)
-        throw InputError(where + ": unknown section [" + section + "] (expected [run] or a method name)");
+      if (section != "run" && section != "tune" && !method)
+        throw InputError(where + ": unknown section [" + section + "] (expected [run], [tune] or a method name)");
       continue;
     }
     const auto eq = t.find('=');
@@ -827,8 +1047,12 @@ Suite read_suite(const fs::path& file, const std::vector<methods::MethodInfo>& m
       else if (key == "threads") s.threads = static_cast<int>(parse_int(value, what));
       else if (key == "precision") s.precision = precision_name(parse_precision(value, what));
       else if (key == "save-adaptations") s.save_adaptations = parse_bool(value, what);
+      else if (key == "train-sizes") s.train_sizes = parse_train_sizes(value, what);
       else
-        throw InputError(where + ": unknown key '" + key + "' in [run] (expected methods, tasks, seeds, model, limit, threads, precision, save-adaptations)");
+        throw InputError(where + ": unknown key '" + key +
+                         "' in [run] (expected methods, tasks, seeds, model, limit, threads, precision, save-adaptations, train-sizes)");
+    } else if (section == "tune") {
+      add_tune_entry(s.tune, key, value, methods, where + ": [tune]");
     } else {
       const auto& info = *std::find_if(methods.begin(), methods.end(), [&](const auto& m) { return m.name == section; });
       resolve_options(info, {{key, value}}, where);
@@ -877,6 +1101,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     const auto& info = find_method(m);
     const auto given = spec.options.count(m) ? spec.options.at(m) : std::map<std::string, std::string>{};
     const auto options = std::make_shared<const std::map<std::string, std::string>>(resolve_options(info, given));
+    const auto grid = tune_grid_for(spec.tune, info);
     for (const auto& t : spec.tasks) {
       const auto task = registry.load(t);
       const bool supported = std::find(info.supports.begin(), info.supports.end(), task->output_type()) != info.supports.end();
@@ -884,15 +1109,36 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
         std::cerr << "tunebench run: skipping " << m << " on " << t << " (does not apply to this task)\n";
         continue;
       }
-      for (const auto seed : spec.seeds) {
-        const int64_t i = index++;
-        if (i % spec.shard_count != spec.shard_index) continue;
-        RunPlan p;
-        p.item = {i, m, t, seed};
-        p.info = &info;
-        p.options = options;
-        plans.push_back(std::move(p));
+      // A learning curve runs a method that learns from train at each size; a size the
+      // (limited) train split does not exceed is left out when "all" is listed, since it
+      // would repeat the "all" run.
+      std::vector<std::string> sizes = {""};
+      if (!spec.train_sizes.empty() && info.learns_from_train) {
+        sizes.clear();
+        const bool has_all = spec.train_sizes.back() == "all";
+        const auto train_n = static_cast<int64_t>(take(task->split("train"), spec.limit).size());
+        for (const auto& size : spec.train_sizes) {
+          if (has_all && size != "all" && train_size_of(size) >= train_n) {
+            std::cerr << "tunebench run: skipping " << m << " on " << t << " at train size " << size << " (its train split has "
+                      << train_n << " examples; the 'all' size covers it)\n";
+            continue;
+          }
+          sizes.push_back(size);
+        }
       }
+      if (!grid.empty() && take(task->split("dev"), spec.limit).empty())
+        throw InputError("--tune: task " + t + " has no dev examples to choose " + m + "'s options on");
+      for (const auto& size : sizes)
+        for (const auto seed : spec.seeds) {
+          const int64_t i = index++;
+          if (i % spec.shard_count != spec.shard_index) continue;
+          RunPlan p;
+          p.item = {i, m, t, seed, size};
+          p.info = &info;
+          p.options = options;
+          p.grid = grid;
+          plans.push_back(std::move(p));
+        }
     }
   }
 
@@ -931,20 +1177,23 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     }
     return facts.emplace(name, std::move(f)).first->second;
   };
-  std::map<std::pair<std::string, std::string>, std::string> hashes;  // (method, task) -> config hash
+  std::map<std::tuple<std::string, std::string, std::string>, std::string> hashes;  // (method, task, size) -> config hash
   for (auto& p : plans) {
-    auto& cached = hashes[{p.item.method, p.item.task}];
+    auto& cached = hashes[{p.item.method, p.item.task, p.item.train_subset}];
     if (cached.empty()) {
       const auto& tf = facts_of(p.item.task);
       json config = {{"method", p.item.method}, {"options", *p.options}, {"task", p.item.task},
                      {"task_version", tf.version}, {"model_sha256", mc.model_sha}, {"limit", spec.limit}};
-      // f32 runs keep the hash they had before precision became an option.
+      // f32 runs keep the hash they had before precision became an option; runs outside a
+      // learning curve and untuned runs keep theirs too.
       if (spec.precision != "f32") config["precision"] = spec.precision;
+      if (!p.item.train_subset.empty()) config["train_subset"] = p.item.train_subset;
+      if (!p.grid.empty()) config["tune"] = p.grid;
       cached = tb::sha256_hex(config.dump()).substr(0, 16);
     }
     p.config_hash = cached;
     const std::string& hash = p.config_hash;
-    const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
+    const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed, p.item.train_subset);
     if (fs::exists(file)) {
       if (!spec.resume)
         throw InputError(file.string() + " already exists (records are never overwritten: use --resume to skip "
@@ -954,7 +1203,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       const auto existing = read_record(file);
       if (existing.config_hash != hash)
         throw InputError(file.string() + " was made with another configuration (config_hash " + existing.config_hash +
-                         ", this run " + hash + ": options, task version, model or limit differ); use a fresh --out");
+                         ", this run " + hash + ": options, tuning grid, task version, model or limit differ); use a fresh --out");
       const bool redo = existing.status == "interrupted" ||
                         (spec.retry_failed && (existing.status == "error" || existing.status == "oom"));
       if (!redo) {
@@ -990,6 +1239,15 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
                {"matrix_index", p.item.index},
                {"start_time", ""}};
     if (!tf.documents_limit.is_null()) ri["documents_limit"] = tf.documents_limit;
+    if (!p.item.train_subset.empty()) {
+      // The subset's size: the (limited) train split cut to the size, as run_data() takes it.
+      const auto n = train_size_of(p.item.train_subset);
+      const int64_t all = tf.examples["train"].get<int64_t>();
+      const int64_t size = n > 0 ? std::min(n, all) : all;
+      ri["train_subset"] = p.item.train_subset;
+      ri["train_size"] = size;
+      ri["examples"]["train"] = size;
+    }
     return ri;
   };
 
@@ -1005,10 +1263,12 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     p.k = ++k;
     p.n = static_cast<int64_t>(todo.size());
     p.runs_done_seconds = done_seconds;
-    const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
+    const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed, p.item.train_subset);
     const double t0 = now_seconds();
     bool single = false;
-    const int status = run_forked([&] { run_in_child(mc, p, single); }, single);
+    // A tuned run first chooses its options on dev; stopped there, it is recorded as interrupted below.
+    const bool tuned = p.grid.empty() || tune_run(mc, p);
+    const int status = tuned && !g_stop_signal ? run_forked([&] { run_in_child(mc, p, single); }, single) : 0;
     done_seconds += now_seconds() - t0;
     ++result.executed;
     std::string record_status;
@@ -1029,8 +1289,9 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
                      {"meta_info", mc.meta}};
       record["train_info"]["run_seconds"] = now_seconds() - t0;
       write_file_atomic(file, record.dump(1) + "\n");
-      std::cerr << "[run " << p.k << "/" << p.n << "] " << p.item.method << " " << p.item.task << " seed"
-                << p.item.seed << " | " << record_status << ": " << message << "\n";
+      std::cerr << "[run " << p.k << "/" << p.n << "] " << p.item.method << " " << p.item.task
+                << (p.item.train_subset.empty() ? "" : " n" + p.item.train_subset) << " seed" << p.item.seed << " | "
+                << record_status << ": " << message << "\n";
     }
     if (record_status != "ok") ++result.failed;
     p.run_info = json();  // done: a long matrix keeps no run's record in memory

@@ -3,7 +3,7 @@
 // and so the peak RSS of a record is that run's alone.
 //
 // Order and sharding: runs are numbered method-major (methods in the order given, then tasks,
-// then seeds); method/task pairs that do not apply (MethodInfo::supports / applies) are left
+// then train sizes, then seeds); method/task pairs that do not apply (MethodInfo::supports / applies) are left
 // out before numbering. `--shard I/N` takes the runs whose number % N == I.
 //
 // Records are append-only: without --resume, a record already present in the output
@@ -33,12 +33,38 @@ inline constexpr int64_t kHeldoutTokens = 8192;
 
 using MethodOptions = std::map<std::string, std::map<std::string, std::string>>;  // method -> name -> value
 
+// Learning rates (or any option) chosen on dev (--tune, a suite's [tune] section): method ->
+// option -> the values to try. Method "" holds the grids given for every method ("lr=..."):
+// they apply to each method of the matrix that learns from the train split and declares the
+// option; a method's own grid ("lora.lr=...") replaces the shared one for that option. Each
+// run then trains once per combination of its grid on train, scores the task's primary
+// metric on dev, and trains again with the best combination to score test once; the record's
+// run_info.tuning holds the grid, every dev score and the choice.
+using TuneGrid = std::map<std::string, std::map<std::string, std::vector<std::string>>>;
+
+// Adds one grid entry, "lr" or "lora.lr" with its comma-separated values, to `grid`:
+// InputError prefixed with `where` (a file:line, or "--tune") naming the entry when the
+// method is unknown, no method (or not that one) declares the option, a value is empty or
+// repeated, or the entry is given twice.
+void add_tune_entry(TuneGrid& grid, const std::string& key, const std::string& values,
+                    const std::vector<methods::MethodInfo>& methods, const std::string& where);
+// "lr=1e-4,3e-4,1e-3" or "lora.lr=1e-4,1e-3" (the --tune flag's form) into add_tune_entry.
+void add_tune_flag(TuneGrid& grid, const std::string& text, const std::vector<methods::MethodInfo>& methods);
+// The grid a method's runs use: the shared entries for the options it declares (only when it
+// learns from train), replaced by its own; empty when nothing of it is tuned.
+std::map<std::string, std::vector<std::string>> tune_grid_for(const TuneGrid& grid, const methods::MethodInfo& info);
+
+// --train-sizes "8,32,128,512,all": positive integers in increasing order and/or "all" (last),
+// each once; InputError naming `what`.
+std::vector<std::string> parse_train_sizes(const std::string& text, const std::string& what);
+
 // A suite file (INI): a [run] section with methods, tasks, seeds, model, limit, threads, precision,
-// save-adaptations and
-// one [<method>] section per method with its options. Unknown sections and keys are
-// InputErrors naming the file, line and key.
+// save-adaptations, train-sizes, a [tune] section (option or method.option = values, see TuneGrid) and one
+// [<method>] section per method with its options. Unknown sections and keys are InputErrors
+// naming the file, line and key.
 struct Suite {
-  std::optional<std::vector<std::string>> methods, tasks;
+  std::optional<std::vector<std::string>> methods, tasks, train_sizes;
+  TuneGrid tune;
   std::optional<std::vector<uint64_t>> seeds;
   std::optional<std::filesystem::path> model;
   std::optional<int64_t> limit;
@@ -57,6 +83,10 @@ struct RunSpec {
   std::vector<std::filesystem::path> task_files;
   MethodOptions options;  // given values only; defaults are filled per run
   int64_t limit = 0;      // examples per split (a hashed subset, the same for every method and seed), 0 = all
+  // Learning curves: each method that learns from train runs at each size on
+  // tasks::balanced_subset of the (limited) train split; "all" = the whole split. Empty = no curve.
+  std::vector<std::string> train_sizes;
+  TuneGrid tune;
   int threads = 0;        // OpenMP threads per run, 0 = the OpenMP default
   std::string precision = "f32";  // f32 | bf16 (mixed precision matmuls, see Model::set_precision)
   bool resume = false;
@@ -96,6 +126,7 @@ struct RunItem {
   int64_t index = 0;  // position in the full matrix
   std::string method, task;
   uint64_t seed = 0;
+  std::string train_subset;  // the --train-sizes entry ("8", "all"), "" outside a learning curve
 };
 
 struct MatrixResult {

@@ -130,7 +130,7 @@ TEST_F(RunnerTest, RecordsHaveEveryFieldWithSaneValues) {
   const auto csv = slurp(out / "summary.csv");
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
             "method,task,seed,status,metric,value,stderr,trainable_params,trainable_percent,adaptation_bytes,"
-            "peak_rss_mb,train_seconds,train_tokens_per_s,eval_tokens_per_s,forgetting");
+            "peak_rss_mb,train_seconds,train_tokens_per_s,eval_tokens_per_s,forgetting,train_size");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5);
   EXPECT_NE(csv.find("\nmajority,tiny-sst2,3,ok,accuracy,"), std::string::npos) << csv;
   EXPECT_NE(slurp(out / "summary.md").find("| lexicon | tiny-sst2 | 0 | ok | accuracy |"), std::string::npos);
