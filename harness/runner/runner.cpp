@@ -33,6 +33,7 @@
 #include "harness/core/tokenizer.h"
 #include "harness/runner/machine.h"
 #include "harness/runner/meter.h"
+#include "harness/runner/shard.h"
 #include "tasks/reference.h"
 #include "tasks/registry.h"
 #include "tb_version.h"
@@ -780,17 +781,75 @@ Suite read_suite(const fs::path& file, const std::vector<methods::MethodInfo>& m
   return s;
 }
 
-MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods) {
+namespace {
+
+// What a run's record says of its task depends on the task and --limit only: computed once
+// per task, so planning a matrix of many seeds costs one pass over each task's data.
+struct TaskFacts {
+  int version = 1;
+  std::string primary_metric;
+  json examples, documents_limit;
+};
+
+class TaskFactsCache {
+ public:
+  TaskFactsCache(const tasks::Registry& registry, int64_t limit) : registry_(registry), limit_(limit) {}
+  const TaskFacts& operator()(const std::string& name) {
+    const auto it = facts_.find(name);
+    if (it != facts_.end()) return it->second;
+    const auto task = registry_.load(name);
+    TaskFacts f;
+    f.version = task->version();
+    f.primary_metric = task->spec().primary_metric;
+    f.examples = {{"train", take(task->split("train"), limit_).size()},
+                  {"dev", take(task->split("dev"), limit_).size()},
+                  {"test", take(task->split("test"), limit_).size()}};
+    if (!task->documents().empty()) {
+      const auto run_task = limited_task(task, limit_);
+      f.examples["documents"] = run_task->documents().size();
+      if (run_task != task)
+        f.documents_limit = {
+            {"documents", run_task->documents().size()},
+            {"of", task->documents().size()},
+            {"rule", "--limit " + std::to_string(limit_) + ": the gold documents of the kept train/dev/test examples "
+                     "plus the " + std::to_string(limit_) + " other documents whose ids hash lowest"}};
+    }
+    return facts_.emplace(name, std::move(f)).first->second;
+  }
+  CostInputs cost_inputs(const std::string& name) {
+    const auto& e = (*this)(name).examples;
+    return {e["train"].get<int64_t>(), e["dev"].get<int64_t>(), e["test"].get<int64_t>(), e.value("documents", int64_t{0})};
+  }
+
+ private:
+  const tasks::Registry& registry_;
+  int64_t limit_;
+  std::map<std::string, TaskFacts> facts_;
+};
+
+// One applicable method/task pair of the matrix; its runs are one per seed, numbered
+// method-major.
+struct MatrixCell {
+  const methods::MethodInfo* info = nullptr;
+  std::string method, task;
+  std::shared_ptr<const std::map<std::string, std::string>> options;
+};
+
+void check_spec(const RunSpec& spec) {
   if (spec.methods.empty()) throw InputError("no methods to run (--methods or a suite file's [run] methods)");
   if (spec.tasks.empty()) throw InputError("no tasks to run (--tasks or a suite file's [run] tasks)");
   if (spec.seeds.empty()) throw InputError("no seeds to run");
-  if (spec.out.empty()) throw InputError("no output directory (--out)");
   if (spec.limit < 0) throw InputError("--limit must be >= 0");
   if (spec.threads < 0) throw InputError("--threads must be >= 0");
   parse_precision(spec.precision, "--precision");
   if (spec.shard_count < 1 || spec.shard_index < 0 || spec.shard_index >= spec.shard_count)
     throw InputError("--shard needs 0 <= I < N");
+}
 
+// The applicable cells of the matrix, method-major; pairs that do not apply are left out
+// (and said so on stderr when `say_skips`).
+std::vector<MatrixCell> matrix_cells(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods,
+                                     const tasks::Registry& registry, bool say_skips) {
   auto find_method = [&](const std::string& name) -> const methods::MethodInfo& {
     for (const auto& m : methods)
       if (m.name == name) return m;
@@ -799,7 +858,6 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     throw InputError("unknown method '" + name + "' (known: " + known + ")");
   };
   for (const auto& [method, given] : spec.options) resolve_options(find_method(method), given);
-  const auto registry = tasks::Registry::standard(spec.task_files);
   std::set<std::string> unique;
   for (const auto& m : spec.methods)
     if (!unique.insert("m:" + m).second) throw InputError("method '" + m + "' is listed twice");
@@ -807,14 +865,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     if (!unique.insert("t:" + t).second) throw InputError("task '" + t + "' is listed twice");
     registry.spec(t);
   }
-
-  MatrixContext mc{spec, registry, resolve_model_dir(spec.model), "", spec.out, spec.out / "cache", json()};
-  fs::create_directories(mc.cache_dir);
-  remove_stale_temp_files(spec.out);
-
-  // The matrix, method-major; pairs that do not apply are left out before numbering.
-  std::vector<RunPlan> plans;
-  int64_t index = 0;
+  std::vector<MatrixCell> cells;
   for (const auto& m : spec.methods) {
     const auto& info = find_method(m);
     const auto given = spec.options.count(m) ? spec.options.at(m) : std::map<std::string, std::string>{};
@@ -823,18 +874,72 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       const auto task = registry.load(t);
       const bool supported = std::find(info.supports.begin(), info.supports.end(), task->output_type()) != info.supports.end();
       if (!supported || (info.applies && !info.applies(*task))) {
-        std::cerr << "tunebench run: skipping " << m << " on " << t << " (does not apply to this task)\n";
+        if (say_skips) std::cerr << "tunebench run: skipping " << m << " on " << t << " (does not apply to this task)\n";
         continue;
       }
-      for (const auto seed : spec.seeds) {
-        const int64_t i = index++;
-        if (i % spec.shard_count != spec.shard_index) continue;
-        RunPlan p;
-        p.item = {i, m, t, seed};
-        p.info = &info;
-        p.options = options;
-        plans.push_back(std::move(p));
-      }
+      cells.push_back({&info, m, t, options});
+    }
+  }
+  return cells;
+}
+
+// The shard of every run of the matrix (index order): cost-balanced (shard.h).
+std::vector<int64_t> shards_of(const RunSpec& spec, const std::vector<MatrixCell>& cells, TaskFactsCache& facts,
+                               std::vector<int64_t>* costs_out = nullptr) {
+  std::vector<int64_t> costs;
+  costs.reserve(cells.size() * spec.seeds.size());
+  for (const auto& c : cells) {
+    const int64_t cost = estimate_run_cost(*c.info, *c.options, facts.cost_inputs(c.task));
+    costs.insert(costs.end(), spec.seeds.size(), cost);
+  }
+  auto shards = assign_shards(costs, spec.shard_count);
+  if (costs_out) *costs_out = std::move(costs);
+  return shards;
+}
+
+}  // namespace
+
+std::vector<ShardLoad> plan_shards(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods) {
+  check_spec(spec);
+  const auto registry = tasks::Registry::standard(spec.task_files);
+  const auto cells = matrix_cells(spec, methods, registry, false);
+  TaskFactsCache facts(registry, spec.limit);
+  std::vector<int64_t> costs;
+  const auto shards = shards_of(spec, cells, facts, &costs);
+  std::vector<ShardLoad> loads(static_cast<std::size_t>(spec.shard_count));
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    auto& l = loads[static_cast<std::size_t>(shards[i])];
+    ++l.runs;
+    l.cost += costs[i];
+  }
+  return loads;
+}
+
+MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods) {
+  check_spec(spec);
+  if (spec.out.empty()) throw InputError("no output directory (--out)");
+  const auto registry = tasks::Registry::standard(spec.task_files);
+  const auto cells = matrix_cells(spec, methods, registry, true);
+
+  MatrixContext mc{spec, registry, resolve_model_dir(spec.model), "", spec.out, spec.out / "cache", json()};
+  fs::create_directories(mc.cache_dir);
+  // Shards share the output directory, maybe from other machines where a temp file's pid
+  // means nothing: only an unsharded run removes the temp files of dead processes.
+  if (spec.shard_count == 1) remove_stale_temp_files(spec.out);
+
+  TaskFactsCache facts_of(registry, spec.limit);
+  const auto shard = spec.shard_count > 1 ? shards_of(spec, cells, facts_of) : std::vector<int64_t>{};
+  std::vector<RunPlan> plans;
+  int64_t index = 0;
+  for (const auto& c : cells) {
+    for (const auto seed : spec.seeds) {
+      const int64_t i = index++;
+      if (spec.shard_count > 1 && shard[static_cast<std::size_t>(i)] != spec.shard_index) continue;
+      RunPlan p;
+      p.item = {i, c.method, c.task, seed};
+      p.info = c.info;
+      p.options = c.options;
+      plans.push_back(std::move(p));
     }
   }
 
@@ -842,36 +947,6 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   result.planned = static_cast<int64_t>(plans.size());
   mc.model_sha = model_sha256(mc.model_dir, mc.cache_dir);
   std::vector<RunPlan> todo;
-  // What a run's record says of its task depends on the task and --limit only: computed once
-  // per task, so planning a matrix of many seeds costs one pass over each task's data.
-  struct TaskFacts {
-    int version = 1;
-    std::string primary_metric;
-    json examples, documents_limit;
-  };
-  std::map<std::string, TaskFacts> facts;
-  auto facts_of = [&](const std::string& name) -> const TaskFacts& {
-    const auto it = facts.find(name);
-    if (it != facts.end()) return it->second;
-    const auto task = registry.load(name);
-    TaskFacts f;
-    f.version = task->version();
-    f.primary_metric = task->spec().primary_metric;
-    f.examples = {{"train", take(task->split("train"), spec.limit).size()},
-                  {"dev", take(task->split("dev"), spec.limit).size()},
-                  {"test", take(task->split("test"), spec.limit).size()}};
-    if (!task->documents().empty()) {
-      const auto run_task = limited_task(task, spec.limit);
-      f.examples["documents"] = run_task->documents().size();
-      if (run_task != task)
-        f.documents_limit = {
-            {"documents", run_task->documents().size()},
-            {"of", task->documents().size()},
-            {"rule", "--limit " + std::to_string(spec.limit) + ": the gold documents of the kept train/dev/test examples "
-                     "plus the " + std::to_string(spec.limit) + " other documents whose ids hash lowest"}};
-    }
-    return facts.emplace(name, std::move(f)).first->second;
-  };
   std::map<std::pair<std::string, std::string>, std::string> hashes;  // (method, task) -> config hash
   for (auto& p : plans) {
     auto& cached = hashes[{p.item.method, p.item.task}];
@@ -887,7 +962,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     const std::string& hash = p.config_hash;
     const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
     if (fs::exists(file)) {
-      if (!spec.resume)
+      if (!spec.resume && spec.mark_missing.empty())
         throw InputError(file.string() + " already exists (records are never overwritten: use --resume to skip "
                          "finished runs, or a fresh --out)");
       // A record that does not validate, or that another configuration made (other options,
@@ -896,7 +971,8 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       if (existing.config_hash != hash)
         throw InputError(file.string() + " was made with another configuration (config_hash " + existing.config_hash +
                          ", this run " + hash + ": options, task version, model or limit differ); use a fresh --out");
-      if (existing.status != "interrupted") {
+      // --mark-missing keeps interrupted records too: their message says why they stopped.
+      if (existing.status != "interrupted" || !spec.mark_missing.empty()) {
         ++result.resumed;
         continue;
       }
@@ -944,6 +1020,18 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     p.n = static_cast<int64_t>(todo.size());
     p.runs_done_seconds = done_seconds;
     const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed);
+    if (!spec.mark_missing.empty()) {
+      // Nothing runs: the run's place in the results is a failed record --resume runs again.
+      json record = {{"run_info", p.run_info},
+                     {"train_info", empty_train_info("interrupted", spec.mark_missing)},
+                     {"metrics", json::object()},
+                     {"meta_info", mc.meta}};
+      validate_record(record, file.string());
+      write_file_atomic(file, record.dump(1) + "\n");
+      ++result.marked;
+      ++result.failed;
+      continue;
+    }
     const double t0 = now_seconds();
     bool single = false;
     const int status = run_forked([&] { run_in_child(mc, p, single); }, single);
