@@ -89,6 +89,8 @@ class ConstantMethod : public methods::Method {
   std::vector<methods::Prediction> predict(methods::RunContext&, const std::vector<tasks::Example>& examples) override {
     return std::vector<methods::Prediction>(examples.size());
   }
+  int64_t trainable_params() const override { return 0; }
+  int64_t save_adaptation(const std::filesystem::path&) const override { return 0; }
 };
 
 methods::MethodInfo constant(const std::string& name, bool costly) {
@@ -125,7 +127,6 @@ TEST_F(ShardMatrix, ShardsIntoOneDirectoryMakeTheUnshardedMatrixAndBalanceItsCos
   // and its imbalance is at most one run's cost.
   EXPECT_EQ(loads[0].runs + loads[1].runs, 8);
   EXPECT_EQ(loads[0].cost, loads[1].cost);
-  std::set<std::string> seen;
   for (int64_t i = 0; i < 2; ++i) {
     s.shard_index = i;
     const auto r = runner::run_matrix(s, table);

@@ -5,6 +5,7 @@
 // matrix. tests/integration/slurm_cluster.sh does the same on a real Slurm.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "tests/runner/runner_fixture.h"
@@ -61,9 +62,10 @@ TEST_F(SlurmCli, SubmitsTheArrayThenTheReportJobAfterIt) {
                       << "if [ -f " << shell_quote((dir_ / "second").string()) << " ]; then echo '4243;cluster'; else touch "
                       << shell_quote((dir_ / "second").string()) << "; echo 4242; fi\n";
   fs::permissions(fake, fs::perms::owner_all);
+  // No --array-size: one task per run (at most 16).
   const auto r = cli(submit_args(out, "--sbatch " + shell_quote(fake.string()) + " -- --time=10"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("submitted array job 4242 (2 tasks, 4 runs) and report job 4243 (afterany:4242)"),
+  EXPECT_NE(r.out.find("submitted array job 4242 (4 tasks, 4 runs) and report job 4243 (afterany:4242)"),
             std::string::npos)
       << r.out;
   const auto calls = slurp(log);
