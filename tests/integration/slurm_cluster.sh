@@ -82,11 +82,16 @@ teardown() {
     sleep 0.5
   done
   [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
-  [ -f "$D/munged.pid" ] && kill -TERM "$(cat "$D/munged.pid")" 2>/dev/null
-  for i in $(seq 1 20); do
-    [ -f "$D/munged.pid" ] && kill -0 "$(cat "$D/munged.pid")" 2>/dev/null || break
-    sleep 0.25
-  done
+  # munged removes its pid file as it exits: read the pid once.
+  local munged_pid
+  munged_pid="$(cat "$D/munged.pid" 2>/dev/null)"
+  if [ -n "$munged_pid" ]; then
+    kill -TERM "$munged_pid" 2>/dev/null
+    for i in $(seq 1 20); do
+      kill -0 "$munged_pid" 2>/dev/null || break
+      sleep 0.25
+    done
+  fi
   rm -rf "$D"
   echo "slurm_cluster: torn down (daemons stopped, $D removed) after $(( $(date +%s) - T0 )) s"
   exit $rc
