@@ -30,6 +30,22 @@ for c in munged mungekey munge unmunge slurmctld slurmd sbatch squeue scontrol s
   command -v "$c" >/dev/null 2>&1 || cannot "$c is not installed (bash scripts/deps.sh slurm)"
 done
 
+# slurmd 22.05 initialises its cgroup plugin even with proctrack/linuxproc and task/none, and
+# stops ("No filesystem mounted on /sys/fs/cgroup") when nothing is mounted there, as in a
+# chroot whose /sys is bound without its submounts (scripts/fresh_debian.sh, CI): mount an
+# empty tmpfs there for the test's duration (no controller is used: proctrack/linuxproc).
+CGROUP_MOUNTED=""
+if ! awk '$2 == "/sys/fs/cgroup" {f = 1} END {exit !f}' /proc/self/mounts; then
+  mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup 2>/dev/null \
+    || cannot "nothing is mounted on /sys/fs/cgroup (slurmd needs it) and mounting a tmpfs there failed"
+  CGROUP_MOUNTED=1
+  # cgroup/v1 (what a tmpfs there means) checks that the named systemd hierarchy is mounted.
+  mkdir -p /sys/fs/cgroup/systemd
+  mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd 2>/dev/null \
+    || { umount /sys/fs/cgroup; cannot "cannot mount the systemd cgroup hierarchy slurmd 22.05 checks for"; }
+  echo "slurm_cluster: mounted a tmpfs on /sys/fs/cgroup for slurmd (unmounted at the end)"
+fi
+
 D="$(mktemp -d /tmp/tb-slurm.XXXXXX)"
 chmod 755 "$D"
 CONF="$D/slurm.conf"
@@ -93,6 +109,7 @@ teardown() {
     done
   fi
   rm -rf "$D"
+  [ -n "$CGROUP_MOUNTED" ] && { umount /sys/fs/cgroup/systemd; umount /sys/fs/cgroup; } 2>/dev/null
   echo "slurm_cluster: torn down (daemons stopped, $D removed) after $(( $(date +%s) - T0 )) s"
   exit $rc
 }
