@@ -10,7 +10,7 @@ OUT   ?= results/default
 CAP_ISA ?= AVX2
 PHASE := bash scripts/phase.sh
 
-.PHONY: deps build run learning-curves test test-release test-isa test-asan test-tsan bench integration clean fuzz
+.PHONY: deps build run learning-curves test test-release test-isa test-asan test-tsan bench integration integration-slurm clean fuzz
 
 deps:
 	@$(PHASE) deps bash scripts/deps.sh
@@ -75,6 +75,14 @@ fuzz:
 # Quality targets on the default model that take minutes (not part of `make test`).
 integration: build
 	OMP_NUM_THREADS=1 $(BUILD)/tunebench_integration
+
+# A real single-node Slurm on this machine (root: munged, slurmctld, slurmd in the background,
+# torn down afterwards) running `tunebench slurm submit` on a small suite as a 2-task array,
+# a cancelled task and a resuming re-submission (tests/integration/slurm_cluster.sh). CI
+# runs it after `./tb test` and `./tb fuzz` (.ci/run); it takes about a minute.
+integration-slurm: build
+	@$(PHASE) "deps (slurm)" bash scripts/deps.sh slurm
+	@$(PHASE) "integration (single-node Slurm)" bash tests/integration/slurm_cluster.sh $(BUILD)
 
 bench: build
 	$(BUILD)/tunebench_bench --benchmark_counters_tabular=true

@@ -35,11 +35,20 @@ FUZZ_PKGS=(
   libclang-rt-14-dev              # libclang_rt.fuzzer, ASan and UBSan runtimes for clang 14
   libomp-dev                      # OpenMP for clang (the core's parallel loops)
 )
+# `scripts/deps.sh slurm` (what `make integration-slurm` runs) adds a single-node Slurm for
+# tests/integration/slurm_cluster.sh: the controller, the node daemon, their authentication.
+SLURM_PKGS=(
+  slurmctld slurmd                # Slurm's controller and node daemon (Debian's 22.05)
+  slurm-client                    # sbatch, squeue, scontrol, sinfo
+  munge                           # the authentication every Slurm daemon and client uses
+)
 fuzz=0
+slurm=0
 case "${1:-}" in
   "") ;;
   fuzz) fuzz=1; APT_PKGS+=("${FUZZ_PKGS[@]}") ;;
-  *) echo "usage: scripts/deps.sh [fuzz]" >&2; exit 2 ;;
+  slurm) slurm=1; APT_PKGS+=("${SLURM_PKGS[@]}") ;;
+  *) echo "usage: scripts/deps.sh [fuzz|slurm]" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -79,6 +88,11 @@ for h in /usr/include/oneapi/dnnl/dnnl.hpp /usr/include/boost/program_options.hp
 done
 if [ $fuzz -eq 1 ]; then
   for f in /usr/bin/clang++ /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a; do
+    [ -e "$f" ] || { echo "deps: missing after install: $f" >&2; exit 1; }
+  done
+fi
+if [ $slurm -eq 1 ]; then
+  for f in /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/sbin/mungekey /usr/bin/sbatch /usr/bin/squeue /usr/bin/scontrol; do
     [ -e "$f" ] || { echo "deps: missing after install: $f" >&2; exit 1; }
   done
 fi

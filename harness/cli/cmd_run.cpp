@@ -82,7 +82,9 @@ int cmd_run(const Args& args) {
       ("out", po::value<std::string>(), "results directory; default results/run-<UTC time>")
       ("resume", "skip runs whose record already exists in --out")
       ("retry-failed", "with --resume: run again the runs recorded error or oom (their records are replaced)")
-      ("shard", po::value<std::string>(), "I/N: run only the runs whose matrix index % N == I")
+      ("mark-missing", po::value<std::string>(), "run nothing: write an interrupted record (what --resume runs again) with this "
+                                                 "message for every run without a record (after a batch job died)")
+      ("shard", po::value<std::string>(), "I/N: run only shard I of N (shards balanced by estimated run cost; several may share --out)")
       ("threads", po::value<int>(), "OpenMP threads per run (default: OMP_NUM_THREADS or all cores)")
       ("limit", po::value<int64_t>(), "at most N examples per split (smoke runs); a retrieval collection keeps the kept examples' gold documents + N distractors")
       ("precision", po::value<std::string>(), "f32 (default) | bf16: mixed-precision matmuls (bf16 operands, fp32 "
@@ -102,9 +104,10 @@ int cmd_run(const Args& args) {
   po::store(po::command_line_parser(rest).options(opts).run(), vm);
   if (vm.count("help")) {
     std::cout << "usage: tunebench run [--suite FILE.ini | --methods a,b --tasks x,y] [--model DIR] [--seeds 0,1,2]\n"
-              << "                     [--out DIR] [--resume [--retry-failed]] [--shard I/N] [--threads N] [--limit N]\n"
-              << "                     [--precision f32|bf16] [--save-adaptations] [--train-sizes 8,32,128,all]\n"
-              << "                     [--tune lr=1e-4,3e-4] [--task-file SPEC.ini] [--<method>.<option> VALUE ...]\n\n"
+              << "                     [--out DIR] [--resume [--retry-failed]] [--shard I/N] [--mark-missing MESSAGE]\n"
+              << "                     [--threads N] [--limit N] [--precision f32|bf16] [--save-adaptations]\n"
+              << "                     [--train-sizes 8,32,128,all] [--tune lr=1e-4,3e-4] [--task-file SPEC.ini]\n"
+              << "                     [--<method>.<option> VALUE ...]\n\n"
               << "Runs methods x tasks x seeds, each in its own process, and writes one JSON record per run\n"
               << "(<method>__<task>__seed<k>.json; <method>__<task>__n<size>__seed<k>.json with --train-sizes)\n"
               << "plus summary.csv and summary.md to --out. Records are never overwritten: a record already in\n"
@@ -166,12 +169,17 @@ int cmd_run(const Args& args) {
   spec.retry_failed = vm.count("retry-failed") > 0;
   if (spec.retry_failed && !spec.resume) throw InputError("--retry-failed needs --resume");
   if (vm.count("save-adaptations")) spec.save_adaptations = true;
+  if (vm.count("mark-missing")) {
+    spec.mark_missing = vm["mark-missing"].as<std::string>();
+    if (spec.mark_missing.empty()) throw InputError("--mark-missing needs a message (why the runs have no record)");
+  }
   if (vm.count("task-file"))
     for (const auto& f : vm["task-file"].as<std::vector<std::string>>()) spec.task_files.emplace_back(f);
   if (vm.count("out")) {
     spec.out = vm["out"].as<std::string>();
   } else {
     if (spec.resume) throw InputError("--resume needs --out (the directory whose records to keep)");
+    if (!spec.mark_missing.empty()) throw InputError("--mark-missing needs --out (the directory to complete)");
     spec.out = default_out_dir();
   }
   spec.command_line = "tunebench run";
@@ -180,7 +188,9 @@ int cmd_run(const Args& args) {
   const auto result = runner::run_matrix(spec, methods::registry());
   std::cout << runner::summary_table(result.records) << "\n"
             << result.executed << " run" << (result.executed == 1 ? "" : "s") << " executed, " << result.resumed
-            << " resumed, " << result.failed << " failed; " << result.records.size() << " record"
+            << " resumed, " << result.failed << " failed";
+  if (!spec.mark_missing.empty()) std::cout << " (" << result.marked << " missing marked interrupted)";
+  std::cout << "; " << result.records.size() << " record"
             << (result.records.size() == 1 ? "" : "s") << " in " << spec.out.string() << " (summary.csv, summary.md)\n";
   if (result.stop_signal) {
     std::cerr << "tunebench run: stopped by " << (result.stop_signal == SIGTERM ? "SIGTERM" : "SIGINT")

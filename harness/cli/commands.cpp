@@ -7,6 +7,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"run", "run methods x tasks x seeds and write one results record per run", cmd_run},
       {"eval", "evaluate a saved adaptation (run --save-adaptations, or a PEFT adapter) on tasks without training", cmd_eval},
+      {"slurm", "submit the matrix of a suite as a Slurm job array plus a report job (slurm submit)", cmd_slurm},
       {"report", "write the HTML/Markdown/CSV comparison report of results directories", cmd_report},
       {"compare", "regression gate: compare two results directories, exit 1 on a regression", cmd_compare},
       {"profile", "profile every core op and method step (Google Benchmark) at a model shape", cmd_profile},

@@ -30,6 +30,7 @@ int cmd_pretrain(const Args& args);
 int cmd_run(const Args& args);
 int cmd_eval(const Args& args);
 int cmd_report(const Args& args);
+int cmd_slurm(const Args& args);
 int cmd_compare(const Args& args);
 int cmd_profile(const Args& args);
 

@@ -36,6 +36,7 @@
 #include "harness/runner/machine.h"
 #include "harness/runner/meter.h"
 #include "harness/base/strict_json.h"
+#include "harness/runner/shard.h"
 #include "methods/saved.h"
 #include "tasks/reference.h"
 #include "tasks/registry.h"
@@ -503,6 +504,13 @@ struct RunData {
 
 int64_t train_size_of(const std::string& subset) { return subset.empty() || subset == "all" ? 0 : std::stoll(subset); }
 
+// The number of train examples a run at `subset` sees when the (limited) train split has
+// `all`: the split cut to the size, as run_data() takes it.
+int64_t train_subset_size(const std::string& subset, int64_t all) {
+  const int64_t n = train_size_of(subset);
+  return n > 0 ? std::min(n, all) : all;
+}
+
 RunData run_data(const MatrixContext& mc, const RunItem& item) {
   RunData d;
   d.task = limited_task(mc.registry.load(item.task), mc.spec.limit);
@@ -619,7 +627,11 @@ void run_in_child(const MatrixContext& mc, const RunPlan& plan, bool single_thre
     }
     const int64_t peak = peak_rss_bytes();
 
-    const fs::path adapt_dir = mc.out / (".adaptation." + std::to_string(::getpid()));
+    // Named by the run too: shards sharing --out on other machines may have the same pid.
+    const fs::path adapt_dir =
+        mc.out / (".adaptation." +
+                  fs::path(record_filename(plan.item.method, plan.item.task, plan.item.seed, plan.item.train_subset)).stem().string() +
+                  "." + std::to_string(::getpid()));
     fs::remove_all(adapt_dir);
     fs::create_directories(adapt_dir);
     const int64_t returned_bytes = method->save_adaptation(adapt_dir);
@@ -1062,17 +1074,77 @@ Suite read_suite(const fs::path& file, const std::vector<methods::MethodInfo>& m
   return s;
 }
 
-MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods) {
+namespace {
+
+// What a run's record says of its task depends on the task and --limit only: computed once
+// per task, so planning a matrix of many seeds costs one pass over each task's data.
+struct TaskFacts {
+  int version = 1;
+  std::string primary_metric;
+  json examples, documents_limit;
+};
+
+class TaskFactsCache {
+ public:
+  TaskFactsCache(const tasks::Registry& registry, int64_t limit) : registry_(registry), limit_(limit) {}
+  const TaskFacts& operator()(const std::string& name) {
+    const auto it = facts_.find(name);
+    if (it != facts_.end()) return it->second;
+    const auto task = registry_.load(name);
+    TaskFacts f;
+    f.version = task->version();
+    f.primary_metric = task->spec().primary_metric;
+    f.examples = {{"train", take(task->split("train"), limit_).size()},
+                  {"dev", take(task->split("dev"), limit_).size()},
+                  {"test", take(task->split("test"), limit_).size()}};
+    if (!task->documents().empty()) {
+      const auto run_task = limited_task(task, limit_);
+      f.examples["documents"] = run_task->documents().size();
+      if (run_task != task)
+        f.documents_limit = {
+            {"documents", run_task->documents().size()},
+            {"of", task->documents().size()},
+            {"rule", "--limit " + std::to_string(limit_) + ": the gold documents of the kept train/dev/test examples "
+                     "plus the " + std::to_string(limit_) + " other documents whose ids hash lowest"}};
+    }
+    return facts_.emplace(name, std::move(f)).first->second;
+  }
+  CostInputs cost_inputs(const std::string& name) {
+    const auto& e = (*this)(name).examples;
+    return {e["train"].get<int64_t>(), e["dev"].get<int64_t>(), e["test"].get<int64_t>(), e.value("documents", int64_t{0})};
+  }
+
+ private:
+  const tasks::Registry& registry_;
+  int64_t limit_;
+  std::map<std::string, TaskFacts> facts_;
+};
+
+// One applicable method/task pair of the matrix; its runs are one per train size (a single
+// "" outside a learning curve) and seed, numbered method-major.
+struct MatrixCell {
+  const methods::MethodInfo* info = nullptr;
+  std::string method, task;
+  std::shared_ptr<const std::map<std::string, std::string>> options;
+  std::map<std::string, std::vector<std::string>> grid;  // --tune: option -> values (empty: not tuned)
+  std::vector<std::string> sizes;                        // --train-sizes entries, or {""}
+};
+
+void check_spec(const RunSpec& spec) {
   if (spec.methods.empty()) throw InputError("no methods to run (--methods or a suite file's [run] methods)");
   if (spec.tasks.empty()) throw InputError("no tasks to run (--tasks or a suite file's [run] tasks)");
   if (spec.seeds.empty()) throw InputError("no seeds to run");
-  if (spec.out.empty()) throw InputError("no output directory (--out)");
   if (spec.limit < 0) throw InputError("--limit must be >= 0");
   if (spec.threads < 0) throw InputError("--threads must be >= 0");
   parse_precision(spec.precision, "--precision");
   if (spec.shard_count < 1 || spec.shard_index < 0 || spec.shard_index >= spec.shard_count)
     throw InputError("--shard needs 0 <= I < N");
+}
 
+// The applicable cells of the matrix, method-major; pairs that do not apply, and train sizes
+// a learning curve leaves out, are left out (and said so on stderr when `say_skips`).
+std::vector<MatrixCell> matrix_cells(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods,
+                                     const tasks::Registry& registry, TaskFactsCache& facts, bool say_skips) {
   auto find_method = [&](const std::string& name) -> const methods::MethodInfo& {
     for (const auto& m : methods)
       if (m.name == name) return m;
@@ -1081,7 +1153,6 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     throw InputError("unknown method '" + name + "' (known: " + known + ")");
   };
   for (const auto& [method, given] : spec.options) resolve_options(find_method(method), given);
-  const auto registry = tasks::Registry::standard(spec.task_files);
   std::set<std::string> unique;
   for (const auto& m : spec.methods)
     if (!unique.insert("m:" + m).second) throw InputError("method '" + m + "' is listed twice");
@@ -1089,14 +1160,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     if (!unique.insert("t:" + t).second) throw InputError("task '" + t + "' is listed twice");
     registry.spec(t);
   }
-
-  MatrixContext mc{spec, registry, resolve_model_dir(spec.model), "", spec.out, spec.out / "cache", json()};
-  fs::create_directories(mc.cache_dir);
-  remove_stale_temp_files(spec.out);
-
-  // The matrix, method-major; pairs that do not apply are left out before numbering.
-  std::vector<RunPlan> plans;
-  int64_t index = 0;
+  std::vector<MatrixCell> cells;
   for (const auto& m : spec.methods) {
     const auto& info = find_method(m);
     const auto given = spec.options.count(m) ? spec.options.at(m) : std::map<std::string, std::string>{};
@@ -1106,9 +1170,10 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       const auto task = registry.load(t);
       const bool supported = std::find(info.supports.begin(), info.supports.end(), task->output_type()) != info.supports.end();
       if (!supported || (info.applies && !info.applies(*task))) {
-        std::cerr << "tunebench run: skipping " << m << " on " << t << " (does not apply to this task)\n";
+        if (say_skips) std::cerr << "tunebench run: skipping " << m << " on " << t << " (does not apply to this task)\n";
         continue;
       }
+      const auto& examples = facts(t).examples;
       // A learning curve runs a method that learns from train at each size; a size the
       // (limited) train split does not exceed is left out when "all" is listed, since it
       // would repeat the "all" run.
@@ -1116,30 +1181,93 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       if (!spec.train_sizes.empty() && info.learns_from_train) {
         sizes.clear();
         const bool has_all = spec.train_sizes.back() == "all";
-        const auto train_n = static_cast<int64_t>(take(task->split("train"), spec.limit).size());
+        const int64_t train_n = examples["train"].get<int64_t>();
         for (const auto& size : spec.train_sizes) {
           if (has_all && size != "all" && train_size_of(size) >= train_n) {
-            std::cerr << "tunebench run: skipping " << m << " on " << t << " at train size " << size << " (its train split has "
-                      << train_n << " examples; the 'all' size covers it)\n";
+            if (say_skips)
+              std::cerr << "tunebench run: skipping " << m << " on " << t << " at train size " << size
+                        << " (its train split has " << train_n << " examples; the 'all' size covers it)\n";
             continue;
           }
           sizes.push_back(size);
         }
       }
-      if (!grid.empty() && take(task->split("dev"), spec.limit).empty())
+      if (!grid.empty() && examples["dev"].get<int64_t>() == 0)
         throw InputError("--tune: task " + t + " has no dev examples to choose " + m + "'s options on");
-      for (const auto& size : sizes)
-        for (const auto seed : spec.seeds) {
-          const int64_t i = index++;
-          if (i % spec.shard_count != spec.shard_index) continue;
-          RunPlan p;
-          p.item = {i, m, t, seed, size};
-          p.info = &info;
-          p.options = options;
-          p.grid = grid;
-          plans.push_back(std::move(p));
-        }
+      cells.push_back({&info, m, t, options, grid, std::move(sizes)});
     }
+  }
+  return cells;
+}
+
+// The shard of every run of the matrix (index order: cells, then train sizes, then seeds):
+// cost-balanced (shard.h). A run at a train size is costed with its subset's size as its
+// train split; a tuned run trains once per combination of its grid and once more.
+std::vector<int64_t> shards_of(const RunSpec& spec, const std::vector<MatrixCell>& cells, TaskFactsCache& facts,
+                               std::vector<int64_t>* costs_out = nullptr) {
+  std::vector<int64_t> costs;
+  for (const auto& c : cells) {
+    const auto inputs = facts.cost_inputs(c.task);
+    const auto runs = c.grid.empty() ? int64_t{1} : static_cast<int64_t>(grid_combinations(c.grid).size()) + 1;
+    for (const auto& size : c.sizes) {
+      auto n = inputs;
+      n.train = train_subset_size(size, inputs.train);
+      const int64_t cost = estimate_run_cost(*c.info, *c.options, n);
+      // (capped like shard.cpp's per-run cost, so a matrix of many runs still sums)
+      costs.insert(costs.end(), spec.seeds.size(), std::min(cost * std::min(runs, int64_t{1000000}), int64_t{1000000000000}));
+    }
+  }
+  auto shards = assign_shards(costs, spec.shard_count);
+  if (costs_out) *costs_out = std::move(costs);
+  return shards;
+}
+
+}  // namespace
+
+std::vector<ShardLoad> plan_shards(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods) {
+  check_spec(spec);
+  const auto registry = tasks::Registry::standard(spec.task_files);
+  TaskFactsCache facts(registry, spec.limit);
+  const auto cells = matrix_cells(spec, methods, registry, facts, false);
+  std::vector<int64_t> costs;
+  const auto shards = shards_of(spec, cells, facts, &costs);
+  std::vector<ShardLoad> loads(static_cast<std::size_t>(spec.shard_count));
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    auto& l = loads[static_cast<std::size_t>(shards[i])];
+    ++l.runs;
+    l.cost += costs[i];
+  }
+  return loads;
+}
+
+MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods) {
+  check_spec(spec);
+  if (spec.out.empty()) throw InputError("no output directory (--out)");
+  const auto registry = tasks::Registry::standard(spec.task_files);
+  TaskFactsCache facts_of(registry, spec.limit);
+  const auto cells = matrix_cells(spec, methods, registry, facts_of, true);
+
+  MatrixContext mc{spec, registry, resolve_model_dir(spec.model), "", spec.out, spec.out / "cache", json()};
+  fs::create_directories(mc.cache_dir);
+  // Shards share the output directory, maybe from other machines where a temp file's pid
+  // means nothing: only an unsharded run removes the temp files of dead processes.
+  if (spec.shard_count == 1) remove_stale_temp_files(spec.out);
+
+  const auto shard = spec.shard_count > 1 ? shards_of(spec, cells, facts_of) : std::vector<int64_t>{};
+  std::vector<RunPlan> plans;
+  int64_t index = 0;
+  for (const auto& c : cells) {
+    for (const auto& size : c.sizes)
+      for (const auto seed : spec.seeds) {
+        const int64_t i = index++;
+        if (spec.shard_count > 1 && shard[static_cast<std::size_t>(i)] != spec.shard_index) continue;
+        RunPlan p;
+        p.item = {i, c.method, c.task, seed, size};
+        p.info = c.info;
+        p.options = c.options;
+        p.grid = c.grid;
+        plans.push_back(std::move(p));
+      }
   }
 
   MatrixResult result;
@@ -1147,36 +1275,6 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
   mc.model_sha = model_sha256(mc.model_dir, mc.cache_dir);
   if (spec.precheck) spec.precheck(mc.model_dir, mc.model_sha);
   std::vector<RunPlan> todo;
-  // What a run's record says of its task depends on the task and --limit only: computed once
-  // per task, so planning a matrix of many seeds costs one pass over each task's data.
-  struct TaskFacts {
-    int version = 1;
-    std::string primary_metric;
-    json examples, documents_limit;
-  };
-  std::map<std::string, TaskFacts> facts;
-  auto facts_of = [&](const std::string& name) -> const TaskFacts& {
-    const auto it = facts.find(name);
-    if (it != facts.end()) return it->second;
-    const auto task = registry.load(name);
-    TaskFacts f;
-    f.version = task->version();
-    f.primary_metric = task->spec().primary_metric;
-    f.examples = {{"train", take(task->split("train"), spec.limit).size()},
-                  {"dev", take(task->split("dev"), spec.limit).size()},
-                  {"test", take(task->split("test"), spec.limit).size()}};
-    if (!task->documents().empty()) {
-      const auto run_task = limited_task(task, spec.limit);
-      f.examples["documents"] = run_task->documents().size();
-      if (run_task != task)
-        f.documents_limit = {
-            {"documents", run_task->documents().size()},
-            {"of", task->documents().size()},
-            {"rule", "--limit " + std::to_string(spec.limit) + ": the gold documents of the kept train/dev/test examples "
-                     "plus the " + std::to_string(spec.limit) + " other documents whose ids hash lowest"}};
-    }
-    return facts.emplace(name, std::move(f)).first->second;
-  };
   std::map<std::tuple<std::string, std::string, std::string>, std::string> hashes;  // (method, task, size) -> config hash
   for (auto& p : plans) {
     auto& cached = hashes[{p.item.method, p.item.task, p.item.train_subset}];
@@ -1195,7 +1293,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     const std::string& hash = p.config_hash;
     const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed, p.item.train_subset);
     if (fs::exists(file)) {
-      if (!spec.resume)
+      if (!spec.resume && spec.mark_missing.empty())
         throw InputError(file.string() + " already exists (records are never overwritten: use --resume to skip "
                          "finished runs, or a fresh --out)");
       // A record that does not validate, or that another configuration made (other options,
@@ -1204,8 +1302,11 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
       if (existing.config_hash != hash)
         throw InputError(file.string() + " was made with another configuration (config_hash " + existing.config_hash +
                          ", this run " + hash + ": options, tuning grid, task version, model or limit differ); use a fresh --out");
-      const bool redo = existing.status == "interrupted" ||
-                        (spec.retry_failed && (existing.status == "error" || existing.status == "oom"));
+      // --mark-missing keeps every existing record, interrupted ones too: their message says
+      // why they stopped (it marks only the runs without a record).
+      const bool redo = spec.mark_missing.empty() &&
+                        (existing.status == "interrupted" ||
+                         (spec.retry_failed && (existing.status == "error" || existing.status == "oom")));
       if (!redo) {
         ++result.resumed;
         continue;
@@ -1240,10 +1341,7 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
                {"start_time", ""}};
     if (!tf.documents_limit.is_null()) ri["documents_limit"] = tf.documents_limit;
     if (!p.item.train_subset.empty()) {
-      // The subset's size: the (limited) train split cut to the size, as run_data() takes it.
-      const auto n = train_size_of(p.item.train_subset);
-      const int64_t all = tf.examples["train"].get<int64_t>();
-      const int64_t size = n > 0 ? std::min(n, all) : all;
+      const int64_t size = train_subset_size(p.item.train_subset, tf.examples["train"].get<int64_t>());
       ri["train_subset"] = p.item.train_subset;
       ri["train_size"] = size;
       ri["examples"]["train"] = size;
@@ -1264,6 +1362,18 @@ MatrixResult run_matrix(const RunSpec& spec, const std::vector<methods::MethodIn
     p.n = static_cast<int64_t>(todo.size());
     p.runs_done_seconds = done_seconds;
     const fs::path file = spec.out / record_filename(p.item.method, p.item.task, p.item.seed, p.item.train_subset);
+    if (!spec.mark_missing.empty()) {
+      // Nothing runs: the run's place in the results is a failed record --resume runs again.
+      json record = {{"run_info", p.run_info},
+                     {"train_info", empty_train_info("interrupted", spec.mark_missing)},
+                     {"metrics", json::object()},
+                     {"meta_info", mc.meta}};
+      validate_record(record, file.string());
+      write_file_atomic(file, record.dump(1) + "\n");
+      ++result.marked;
+      ++result.failed;
+      continue;
+    }
     const double t0 = now_seconds();
     bool single = false;
     // A tuned run first chooses its options on dev; stopped there, it is recorded as interrupted below.

@@ -3,8 +3,13 @@
 // and so the peak RSS of a record is that run's alone.
 //
 // Order and sharding: runs are numbered method-major (methods in the order given, then tasks,
-// then train sizes, then seeds); method/task pairs that do not apply (MethodInfo::supports / applies) are left
-// out before numbering. `--shard I/N` takes the runs whose number % N == I.
+// then train sizes, then seeds); method/task pairs that do not apply (MethodInfo::supports /
+// applies) are left out before numbering. `--shard I/N` takes the runs that
+// harness/runner/shard.h assigns to shard I of N: balanced by each run's estimated cost
+// (longest-processing-time-first, a run at a train size costed at that size), the same
+// assignment in every shard; with runs of equal cost, the runs whose number % N == I.
+// Shards may share one output directory (a Slurm job array): records are written atomically
+// under their own names, and only an unsharded run removes dead processes' temp files.
 //
 // Records are append-only: without --resume, a record already present in the output
 // directory for a run of the matrix is an InputError naming it (use --resume, or a fresh
@@ -97,6 +102,10 @@ struct RunSpec {
   // tunebench_adaptation.json (a PEFT adapter for lora, prefix and softprompt; methods/saved.h).
   bool save_adaptations = false;
   int64_t shard_index = 0, shard_count = 1;
+  // Non-empty: run nothing; every run of the matrix (or shard) without a record gets an
+  // `interrupted` record with this message (what --resume runs again), so a batch job that
+  // died before its runs started leaves failed records, not holes. Implies --resume.
+  std::string mark_missing;
   std::string command_line;
   // Called once in the calling process before any run starts, with the resolved model
   // directory and its weights' sha256 (tunebench eval checks the adaptation there, so a bad
@@ -134,11 +143,19 @@ struct MatrixResult {
   int64_t executed = 0;  // runs started by this invocation
   int64_t resumed = 0;   // skipped because their record exists (--resume)
   int64_t failed = 0;    // records of this invocation whose status is not ok
+  int64_t marked = 0;    // interrupted records written for missing runs (RunSpec::mark_missing)
   // SIGTERM or SIGINT stopped the matrix (0 = it ran to the end): the run in progress is
   // recorded as interrupted (what --resume runs again) and no further run started.
   int stop_signal = 0;
   std::vector<Record> records;  // every record in the output directory afterwards
 };
+
+// The runs and estimated cost (harness/runner/shard.h) of each of spec.shard_count shards,
+// without running anything: what `tunebench slurm submit` states in the job script.
+struct ShardLoad {
+  int64_t runs = 0, cost = 0;
+};
+std::vector<ShardLoad> plan_shards(const RunSpec& spec, const std::vector<methods::MethodInfo>& methods);
 
 // Runs the matrix, writes one record per run and the summaries (SIGTERM / SIGINT: see
 // MatrixResult::stop_signal); `methods` is the method
