@@ -43,8 +43,12 @@ struct MethodFixture {
     for (int i = 0; i < n; ++i) {
       const int label = i % 2;
       // A unique id first, the sentiment word last (where last-token pooling reads it).
-      const std::string s = std::to_string(i) + " " + subj[g() % subj.size()] + " " + verb[g() % verb.size()] +
-                            " really " + (label ? pos[g() % pos.size()] : neg[g() % neg.size()]);
+      // The draws are sequenced (the operands of one + chain are not: GCC and clang drew them in
+      // different orders and so built different data); the order is the one GCC used.
+      const std::string word = label ? pos[g() % pos.size()] : neg[g() % neg.size()];
+      const std::string& v = verb[g() % verb.size()];
+      const std::string& sb = subj[g() % subj.size()];
+      const std::string s = std::to_string(i) + " " + sb + " " + v + " really " + word;
       tsv << s << "\t" << label << "\n";
       texts.push_back(s);
     }
