@@ -11,23 +11,6 @@ namespace {
 using nlohmann::json;
 using runner::Record;
 
-// Mean and stderr as results.h combines them: sqrt(mean test-set stderr² + seed variance / n).
-std::pair<double, double> combine(const std::vector<double>& vals, const std::vector<double>& ses) {
-  if (vals.empty()) return {NAN, NAN};
-  const double m = mean_finite(vals);
-  const double se = mean_finite(ses);
-  double var = 0;
-  for (double v : vals) var += (v - m) * (v - m);
-  const double n = static_cast<double>(vals.size());
-  var = vals.size() > 1 ? var / (n - 1) : 0.0;
-  return {m, std::sqrt((std::isfinite(se) ? se * se : 0.0) + var / n)};
-}
-
-std::size_t rank_of(const std::vector<std::string>& order, const std::string& method) {
-  const auto it = std::find(order.begin(), order.end(), method);
-  return static_cast<std::size_t>(it - order.begin());
-}
-
 bool better(double a, double b, bool higher) { return higher ? a > b : a < b; }
 
 }  // namespace
@@ -60,7 +43,7 @@ std::vector<LearningCurve> learning_curves(const ResultSet& rs) {
           c.higher_is_better = m["higher_is_better"].get<bool>();
         }
         if (vals.empty()) continue;
-        std::tie(st.value, st.err) = combine(vals, ses);
+        std::tie(st.value, st.err) = mean_and_stderr(vals, ses);
         st.n = mean_finite(ns);
         st.seeds = static_cast<int>(vals.size());
         cm.points.push_back(st);
@@ -78,7 +61,7 @@ std::vector<LearningCurve> learning_curves(const ResultSet& rs) {
           IclSetting s;
           s.n = st.n;
           s.k = k_entry.first;
-          std::tie(s.value, s.err) = combine(k_entry.second, ses);
+          std::tie(s.value, s.err) = mean_and_stderr(k_entry.second, ses);
           s.seeds = static_cast<int>(k_entry.second.size());
           if (s.k == 0) {
             // No demonstrations: the same at every size; the largest size's runs stand for it.
@@ -97,7 +80,7 @@ std::vector<LearningCurve> learning_curves(const ResultSet& rs) {
     }
     if (c.methods.empty()) continue;
     std::stable_sort(c.methods.begin(), c.methods.end(), [&rs](const CurveMethod& a, const CurveMethod& b) {
-      return rank_of(rs.method_order, a.method) < rank_of(rs.method_order, b.method);
+      return method_rank(rs.method_order, a.method) < method_rank(rs.method_order, b.method);
     });
     std::vector<double> mv, ms;
     for (const auto& r : rs.records)
@@ -105,7 +88,7 @@ std::vector<LearningCurve> learning_curves(const ResultSet& rs) {
         mv.push_back(r.metric_value(c.metric));
         ms.push_back(r.metric_stderr(c.metric));
       }
-    std::tie(c.majority, c.majority_err) = combine(mv, ms);
+    std::tie(c.majority, c.majority_err) = mean_and_stderr(mv, ms);
     if (std::isfinite(c.best_icl.value))
       for (const auto& m : c.methods) {
         if (m.method == "icl") continue;

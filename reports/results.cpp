@@ -25,13 +25,6 @@ double number(const json& j, const char* section, const char* field) {
 }
 
 
-// Position of a method in the given order; unknown names after it.
-std::size_t method_rank(const std::vector<std::string>& order, const std::string& method) {
-  for (std::size_t i = 0; i < order.size(); ++i)
-    if (order[i] == method) return i;
-  return order.size();
-}
-
 // Value and stderr over seeds, as results.h describes.
 std::pair<double, double> combine(const std::vector<const Record*>& runs, const std::string& metric) {
   std::vector<double> vals, ses;
@@ -41,14 +34,7 @@ std::pair<double, double> combine(const std::vector<const Record*>& runs, const 
     vals.push_back(v);
     ses.push_back(r->metric_stderr(metric));
   }
-  if (vals.empty()) return {NAN, NAN};
-  const double m = mean_finite(vals);
-  const double se = mean_finite(ses);
-  double var = 0;
-  for (double v : vals) var += (v - m) * (v - m);
-  const double n = static_cast<double>(vals.size());
-  var = vals.size() > 1 ? var / (n - 1) : 0.0;
-  return {m, std::sqrt((std::isfinite(se) ? se * se : 0.0) + var / n)};
+  return mean_and_stderr(vals, ses);
 }
 
 std::string status_text(const std::vector<const Record*>& runs) {
@@ -288,6 +274,23 @@ double mean_finite(const std::vector<double>& v) {
   for (double x : v)
     if (std::isfinite(x)) s += x, ++n;
   return n ? s / n : NAN;
+}
+
+std::size_t method_rank(const std::vector<std::string>& order, const std::string& method) {
+  for (std::size_t i = 0; i < order.size(); ++i)
+    if (order[i] == method) return i;
+  return order.size();
+}
+
+std::pair<double, double> mean_and_stderr(const std::vector<double>& vals, const std::vector<double>& ses) {
+  if (vals.empty()) return {NAN, NAN};
+  const double m = mean_finite(vals);
+  const double se = mean_finite(ses);
+  double var = 0;
+  for (double v : vals) var += (v - m) * (v - m);
+  const double n = static_cast<double>(vals.size());
+  var = vals.size() > 1 ? var / (n - 1) : 0.0;
+  return {m, std::sqrt((std::isfinite(se) ? se * se : 0.0) + var / n)};
 }
 
 }  // namespace tb::reports

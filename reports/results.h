@@ -86,5 +86,10 @@ std::string format_rate(double per_s);        // "2,450"
 std::string format_fixed(double v, int digits);
 // Mean of the finite values, NAN when there are none.
 double mean_finite(const std::vector<double>& v);
+// Seeds' values and their test-set stderrs combined: the mean, and
+// sqrt(mean stderr² + seed variance / n); {NAN, NAN} when there are no values.
+std::pair<double, double> mean_and_stderr(const std::vector<double>& vals, const std::vector<double>& ses);
+// Position of a method in the given order; unknown names after it.
+std::size_t method_rank(const std::vector<std::string>& order, const std::string& method);
 
 }  // namespace tb::reports
